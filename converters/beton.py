@@ -45,7 +45,9 @@ def validate_arrays(images: np.ndarray, labels: np.ndarray, name: str = "dataset
     if len(images) == 0:
         raise DataError(f"{name}: no samples to write")
     if labels.min() < -1 or labels.max() > np.iinfo(np.int32).max:
-        raise DataError(f"{name}: labels must lie in [-1, 2**31), got [{labels.min()}, {labels.max()}]")
+        raise DataError(
+            f"{name}: labels must lie in [-1, 2**31), got [{labels.min()}, {labels.max()}]"
+        )
 
 
 class _ArrayDataset:
@@ -74,7 +76,7 @@ def _write_child(tmp: str, images: np.ndarray, labels: np.ndarray, num_workers: 
 
 
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete leftovers of interrupted writes (``*.tmp-*``) in ``folder``; return what was removed."""
+    """Delete leftovers of interrupted writes (``*.tmp-*``) in ``folder``; return them."""
     removed = []
     folder = Path(folder)
     if folder.is_dir():
@@ -107,7 +109,7 @@ def write_beton(
         raise DataError(f"{path}: output folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise DataError(f"{path}: output folder {path.parent} is not writable")
-    workers = num_workers or max(1, min(2, os.cpu_count() or 1))
+    workers = num_workers or 1
     import ffcv.writer  # noqa: F401  (import once here, not in every forked child: ~4 s)
 
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")

@@ -1,0 +1,308 @@
+"""The dataset catalog: every beton fastmix can build, its sources, builder and role.
+
+``fastmix/`` reads betons only through this catalog (names, paths, schema). A spec's ``family``
+names the underlying distribution, so evaluation can tell whether an OOD test set was *seen in
+training* (it shares the outlier source's family) or *held out*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import sources as src
+from converters.errors import SourceUnavailable
+from converters.idx import read_idx_images, read_idx_labels
+from converters.sources import RawFile, SourceResolver
+
+SPLIT_SEED = 0
+VAL_SIZE = 5000
+SYNTHETIC_COUNT = 10_000
+
+
+@dataclass
+class Built:
+    """What a builder returns: arrays plus provenance for the manifest."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sources: dict[str, str] = field(default_factory=dict)  # raw file -> checksum it verified
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One beton of the catalog."""
+
+    name: str  # beton name; may contain one '/' (e.g. mnist_c/fog)
+    role: str  # train | val | test | ood | outlier | mixing | corrupted
+    family: str  # distribution family (for seen-in-training labelling)
+    required: bool
+    builder: Callable[[BuildContext], Built] = field(compare=False, repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+    sources: tuple[RawFile, ...] = ()
+    version: str = "1"
+    description: str = ""
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the beton's content (not the raw file paths)."""
+        blob = json.dumps(
+            {
+                "name": self.name,
+                "version": self.version,
+                "params": self.params,
+                "sources": [(f.dataset, f.name, f.md5_content, f.md5_file) for f in self.sources],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def path(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / f"{self.name}.beton"
+
+
+class BuildContext:
+    """Shared state for one conversion: the source resolver and a memo of parsed raw arrays."""
+
+    def __init__(self, resolver: SourceResolver) -> None:
+        self.resolver = resolver
+        self._memo: dict[Any, Any] = {}
+
+    def memo(self, key: Any, fn: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def idx_pair(self, files: list[RawFile], split: str, num_classes: int = 10) -> Built:
+        """Images and labels of ``split`` ('train' or 't10k') from an IDX dataset."""
+        prefix = f"{split}-"
+        img_rf = next(f for f in files if f.name.startswith(prefix + "images"))
+        lab_rf = next(f for f in files if f.name.startswith(prefix + "labels"))
+
+        def load() -> Built:
+            paths = self.resolver.resolve_all([img_rf, lab_rf])
+            images = read_idx_images(paths[img_rf.name])
+            labels = read_idx_labels(paths[lab_rf.name], num_classes)
+            if len(images) != len(labels):
+                raise SourceUnavailable(
+                    f"{paths[img_rf.name]}: {len(images)} images but "
+                    f"{paths[lab_rf.name]} has {len(labels)} labels"
+                )
+            sums = {f"{f.dataset}/{f.name}": f.md5_content or f.md5_file for f in (img_rf, lab_rf)}
+            return Built(images, labels, sums)
+
+        return self.memo(("idx", img_rf.dataset, split), load)
+
+
+def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val), each sorted, with val holding ``n_val`` samples stratified by class.
+
+    Per class c with n_c samples, val takes floor(n_val * n_c / N) plus one more for the classes
+    with the largest remainders (largest-remainder apportionment), drawn by a seeded permutation.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5E11]))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = n_val * counts / counts.sum()
+    take = np.floor(quota).astype(int)
+    rest = n_val - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:rest]] += 1
+    val = []
+    for c, k in zip(classes, take, strict=True):
+        idx = np.flatnonzero(labels == c)
+        val.append(rng.permutation(idx)[:k])
+    val_idx = np.sort(np.concatenate(val))
+    mask = np.ones(len(labels), bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+def _ood(built: Built) -> Built:
+    return Built(built.images, np.full(len(built.images), -1, np.int64), built.sources, built.meta)
+
+
+def _mnist_split(which: str) -> Callable[[BuildContext], Built]:
+    def build(ctx: BuildContext) -> Built:
+        full = ctx.idx_pair(src.MNIST, "train")
+        tr, va = ctx.memo(
+            "mnist_split", lambda: stratified_split(full.labels, VAL_SIZE, SPLIT_SEED)
+        )
+        idx = tr if which == "train" else va
+        return Built(full.images[idx], full.labels[idx], full.sources, {"indices_of": "train"})
+
+    return build
+
+
+def _omniglot(ctx: BuildContext) -> Built:
+    from converters.omniglot import read_omniglot_zips
+
+    try:
+        paths = ctx.resolver.resolve_all(src.OMNIGLOT_FULL)
+        used = src.OMNIGLOT_FULL
+    except SourceUnavailable:
+        paths = ctx.resolver.resolve_all(src.OMNIGLOT_SMALL)
+        used = src.OMNIGLOT_SMALL
+    images = read_omniglot_zips([paths[f.name] for f in used])
+    sums = {f"{f.dataset}/{f.name}": f.md5_content for f in used}
+    return Built(images, np.full(len(images), -1, np.int64), sums,
+                 {"variant": "full" if used is src.OMNIGLOT_FULL else "small"})
+
+
+def _synthetic(kind: str, n: int, seed: int) -> Callable[[BuildContext], Built]:
+    def build(ctx: BuildContext) -> Built:
+        from converters import synthetic
+
+        fn = {"gaussian": synthetic.gaussian_noise, "bernoulli": synthetic.bernoulli_noise,
+              "uniform": synthetic.uniform_noise}[kind]
+        images = fn(n, seed)
+        return Built(images, np.full(n, -1, np.int64))
+
+    return build
+
+
+def _inverted_mnist(ctx: BuildContext) -> Built:
+    from converters.synthetic import invert
+
+    test = ctx.idx_pair(src.MNIST, "t10k")
+    return Built(invert(test.images), np.full(len(test.images), -1, np.int64), test.sources)
+
+
+def _fractals(
+    count: int, size: int, seed: int, folder: str | None
+) -> Callable[[BuildContext], Built]:
+    def build(ctx: BuildContext) -> Built:
+        from converters import fractals
+
+        if folder:
+            images = fractals.load_image_folder(folder, size=size)
+            meta = {"origin": "image folder", "folder": str(folder)}
+        else:
+            images = fractals.generate_fractals(count, size=size, seed=seed, progress=True)
+            meta = {"origin": "generated"}
+        return Built(images, np.full(len(images), -1, np.int64), {}, meta)
+
+    return build
+
+
+def _corrupted(base: str, corruption: str, seed: int, official: str | None,
+               split: str) -> Callable[[BuildContext], Built]:
+    def build(ctx: BuildContext) -> Built:
+        from converters import mnist_c
+
+        if official:
+            images, labels = mnist_c.load_official(official, corruption, split)
+            return Built(images, labels, {}, {"origin": "official", "path": str(official)})
+        clean = ctx.memo(("base", base), lambda: CLEAN_BASES[base](ctx))
+        images = mnist_c.corrupt(clean.images, corruption, seed)
+        meta = {"origin": "regenerated", "generator_version": mnist_c.GENERATOR_VERSION,
+                "seed": seed, "base": base}
+        return Built(images, clean.labels, clean.sources, meta)
+
+    return build
+
+
+# Clean 28x28 sets that can be corrupted (``--corrupt NAME``), by beton name.
+CLEAN_BASES: dict[str, Callable[[BuildContext], Built]] = {
+    "mnist_test": lambda ctx: ctx.idx_pair(src.MNIST, "t10k"),
+    "mnist_train_full": lambda ctx: ctx.idx_pair(src.MNIST, "train"),
+    "fmnist_test": lambda ctx: _ood(ctx.idx_pair(src.FASHION_MNIST, "t10k")),
+    "kmnist_test": lambda ctx: _ood(ctx.idx_pair(src.KMNIST, "t10k")),
+    "notmnist_test": lambda ctx: _ood(ctx.idx_pair(src.NOTMNIST, "t10k")),
+}
+
+
+@dataclass
+class CatalogOptions:
+    """Options of ``fastmix convert`` that change what the catalog contains."""
+
+    fractal_count: int = 10_000
+    fractal_size: int = 32
+    fractal_seed: int = 0
+    fractal_folder: str | None = None
+    synthetic_seed: int = 0
+    mnist_c_seed: int = 0
+    mnist_c_train: bool = False
+    mnist_c_official: str | None = None
+    corrupt: tuple[str, ...] = ()
+
+
+def _version_of(module: str) -> str:
+    import importlib
+
+    return getattr(importlib.import_module(module), "GENERATOR_VERSION", "1")
+
+
+def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
+    """Every dataset spec for these options, keyed by beton name, in build order."""
+    from converters.mnist_c import CORRUPTIONS
+
+    o = opts or CatalogOptions()
+    specs: list[DatasetSpec] = [
+        DatasetSpec("mnist_train", "train", "mnist", True, _mnist_split("train"),
+                    {"split_seed": SPLIT_SEED, "val_size": VAL_SIZE}, tuple(src.MNIST), "1",
+                    "MNIST training split (55,000), stratified"),
+        DatasetSpec("mnist_val", "val", "mnist", True, _mnist_split("val"),
+                    {"split_seed": SPLIT_SEED, "val_size": VAL_SIZE}, tuple(src.MNIST), "1",
+                    "MNIST validation split (5,000) held out from training"),
+        DatasetSpec("mnist_test", "test", "mnist", True,
+                    lambda ctx: ctx.idx_pair(src.MNIST, "t10k"), {}, tuple(src.MNIST), "1",
+                    "MNIST official test set (10,000)"),
+        DatasetSpec("fmnist_train", "outlier", "fashion-mnist", False,
+                    lambda ctx: _ood(ctx.idx_pair(src.FASHION_MNIST, "train")), {},
+                    tuple(src.FASHION_MNIST), "1", "Fashion-MNIST train (60,000), OE source"),
+        DatasetSpec("fmnist_test", "ood", "fashion-mnist", False,
+                    CLEAN_BASES["fmnist_test"], {}, tuple(src.FASHION_MNIST), "1",
+                    "Fashion-MNIST test (10,000)"),
+        DatasetSpec("kmnist_test", "ood", "kmnist", False, CLEAN_BASES["kmnist_test"], {},
+                    tuple(f for f in src.KMNIST if f.name.startswith("t10k")), "1",
+                    "Kuzushiji-MNIST test (10,000)"),
+        DatasetSpec("notmnist_test", "ood", "notmnist", False, CLEAN_BASES["notmnist_test"], {},
+                    tuple(src.NOTMNIST), "1", "notMNIST letters A-J (10,000)"),
+        DatasetSpec("omniglot", "ood", "omniglot", False, _omniglot, {"size": 28},
+                    tuple(src.OMNIGLOT_SMALL), _version_of("converters.omniglot"),
+                    "Omniglot characters, 28x28 white on black"),
+    ]
+    synth_version = _version_of("converters.synthetic")
+    for kind in ("gaussian", "bernoulli", "uniform"):
+        specs.append(DatasetSpec(
+            f"{kind}_noise", "ood", f"{kind}-noise", False,
+            _synthetic(kind, SYNTHETIC_COUNT, o.synthetic_seed),
+            {"n": SYNTHETIC_COUNT, "seed": o.synthetic_seed}, (), synth_version,
+            f"{kind} noise images (10,000)"))
+    specs.append(DatasetSpec("mnist_inverted", "ood", "mnist-inverted", False, _inverted_mnist,
+                             {}, tuple(src.MNIST), synth_version, "negative MNIST test, 255-x"))
+    frac_params = ({"folder": str(o.fractal_folder), "size": o.fractal_size} if o.fractal_folder
+                   else {"n": o.fractal_count, "size": o.fractal_size, "seed": o.fractal_seed})
+    specs.append(DatasetSpec(
+        "fractals", "mixing", "fractals", True,
+        _fractals(o.fractal_count, o.fractal_size, o.fractal_seed, o.fractal_folder),
+        frac_params, (), _version_of("converters.fractals"),
+        "grayscale IFS fractals, PixMix mixing pictures"))
+    mc_version = _version_of("converters.mnist_c")
+    bases = [("mnist_test", "mnist_c", "test")]
+    if o.mnist_c_train:
+        bases.append(("mnist_train_full", "mnist_c_train", "train"))
+    bases += [(b, b.replace("_test", "_c"), "test") for b in o.corrupt if b != "mnist_test"]
+    for base, prefix, split in bases:
+        official = o.mnist_c_official if base.startswith("mnist_") else None
+        for c in CORRUPTIONS:
+            params = ({"official": str(official), "split": split} if official
+                      else {"seed": o.mnist_c_seed, "base": base})
+            family = "mnist" if base.startswith("mnist_") else base.split("_")[0]
+            specs.append(DatasetSpec(
+                f"{prefix}/{c}", "corrupted", family, False,
+                _corrupted(base, c, o.mnist_c_seed, official, split), params,
+                tuple(src.MNIST) if base.startswith("mnist_") else (),
+                mc_version, f"{c} corruption of {base}"))
+    return {s.name: s for s in specs}
+
+
+def corruption_names() -> tuple[str, ...]:
+    from converters.mnist_c import CORRUPTIONS
+
+    return tuple(CORRUPTIONS)

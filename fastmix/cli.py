@@ -1,0 +1,40 @@
+"""The ``fastmix`` command: the only place that wires the stages together.
+
+    fastmix convert   raw sources -> .beton files + manifest.json
+    fastmix train     train one variant or all six
+    fastmix eval      evaluate trained runs (accuracy, MNIST-C, OOD, calibration)
+    fastmix report    tables and plots from evaluated runs
+    fastmix bench     throughput, side by side with the baselines
+    fastmix run       all of it
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fastmix.cli_convert import add_convert_args, run_convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmix", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_convert_args(sub.add_parser("convert", help="build betons from raw sources"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"convert": run_convert}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("fastmix: interrupted; finished files are kept, partial ones were discarded",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
