@@ -1,0 +1,81 @@
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``), refusal of foreign ones.
+
+A checkpoint is a plain dict of tensors and primitives::
+
+    {"format": 1, "config_hash": str, "variant": str, "epoch": int, "step": int,
+     "model": state_dict, "optimizer": state_dict, "best_val_acc": float}
+
+It is written to ``<name>.tmp-<pid>``, fsynced and renamed, so a crash never leaves a
+half-written file under the real name. Loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastmix.config import Config, _read_toml, config_hash, validate
+from fastmix.errors import TrainingError
+
+FORMAT = 1
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint is unreadable, truncated, or belongs to another config."""
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely; CheckpointError if unreadable or from another config."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a fastmix checkpoint (format {FORMAT})")
+    if expect_hash is not None and ckpt.get("config_hash") != expect_hash:
+        raise CheckpointError(
+            f"{path}: checkpoint is from another config (hash {ckpt.get('config_hash')}, "
+            f"this run's is {expect_hash}); start a new run directory or restore its config"
+        )
+    return ckpt
+
+
+def read_run_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved config a run was trained with (``<run>/config.toml``)."""
+    cfg = _read_toml(Path(run_dir) / "config.toml")
+    return validate(cfg)
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.nn.Module, Config]:
+    """The trained model (eval mode, CPU, fp32) and config of a run directory."""
+    from fastmix.models import build_model
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt", config_hash(cfg))
+    model = build_model(cfg["model"]["name"], cfg["model"]["width"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg

@@ -1,0 +1,179 @@
+"""Configs: TOML presets with strict, type-checked overrides (nanoGPT-style, but typed).
+
+Resolution: ``configs/default.toml`` <- variant preset (``configs/<variant>.toml``) <- extra
+preset files (e.g. ``smoke``) <- ``--set section.key=value``. Every key must already exist in
+the defaults; an unknown section or key is a ConfigError that lists the valid ones, and a value
+must have the default's type (ints are accepted where floats are expected).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from fastmix.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
+AUGMENT_KINDS = ("none", "sp", "pixmix")
+Config = dict[str, dict[str, Any]]
+
+
+def _read_toml(path: Path) -> Config:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+
+
+def preset_path(name: str) -> Path:
+    """``name`` as a preset in configs/ or as a path to a TOML file."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.is_file():
+        return p
+    candidate = CONFIG_DIR / f"{name}.toml"
+    if not candidate.is_file():
+        valid = sorted(q.stem for q in CONFIG_DIR.glob("*.toml") if q.stem != "default")
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(valid)}")
+    return candidate
+
+
+def _check_type(where: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    return value
+
+
+def merge(base: Config, update: Config, source: str) -> Config:
+    """``base`` with ``update`` applied; unknown sections/keys and wrong types are errors."""
+    out = copy.deepcopy(base)
+    for section, values in update.items():
+        if section not in out or not isinstance(values, dict):
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; valid sections: {', '.join(out)}"
+            )
+        for key, value in values.items():
+            if key not in out[section]:
+                valid = ", ".join(out[section])
+                raise ConfigError(f"{source}: unknown key {section}.{key}; valid keys: {valid}")
+            out[section][key] = _check_type(f"{source}: {section}.{key}", out[section][key], value)
+    return out
+
+
+def parse_override(text: str) -> Config:
+    """``section.key=value`` -> {section: {key: value}}; value read as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    lhs, rhs = text.split("=", 1)
+    section, key = (s.strip() for s in lhs.split(".", 1))
+    try:
+        value = tomllib.loads(f"v = {rhs.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = rhs.strip()
+    return {section: {key: value}}
+
+
+def validate(cfg: Config) -> Config:
+    """Reject impossible values with a message that says which key and why."""
+    t, a, o = cfg["train"], cfg["augment"], cfg["oe"]
+    checks = [
+        (t["lr"] > 0, "train.lr must be > 0"),
+        (t["epochs"] >= 1, "train.epochs must be >= 1"),
+        (t["batch_size"] >= 1, "train.batch_size must be >= 1"),
+        (0 <= t["momentum"] < 1, "train.momentum must lie in [0, 1)"),
+        (t["weight_decay"] >= 0, "train.weight_decay must be >= 0"),
+        (0 <= t["warmup_frac"] < 1, "train.warmup_frac must lie in [0, 1)"),
+        (0 <= t["label_smoothing"] < 1, "train.label_smoothing must lie in [0, 1)"),
+        (t["max_steps"] >= 0, "train.max_steps must be >= 0"),
+        (t["device"] in ("auto", "cpu", "cuda") or t["device"].startswith("cuda:"),
+         "train.device must be auto, cpu or cuda[:N]"),
+        (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+        (t["channels_last"] in ("auto", "on", "off"), "train.channels_last must be auto/on/off"),
+        (t["compile"] in ("auto", "on", "off"), "train.compile must be auto, on or off"),
+        (a["kind"] in AUGMENT_KINDS, f"augment.kind must be one of {', '.join(AUGMENT_KINDS)}"),
+        (0 <= a["sp_amount"] <= 1, "augment.sp_amount must lie in [0, 1]"),
+        (a["pixmix_k"] >= 0, "augment.pixmix_k must be >= 0"),
+        (a["pixmix_beta"] > 0, "augment.pixmix_beta must be > 0"),
+        (1 <= a["pixmix_severity"] <= 10, "augment.pixmix_severity must lie in [1, 10]"),
+        (o["lambda"] >= 0, "oe.lambda must be >= 0"),
+        (o["ratio"] >= 1, "oe.ratio must be >= 1"),
+        (cfg["model"]["width"] >= 1, "model.width must be >= 1"),
+        (cfg["data"]["num_workers"] >= 1, "data.num_workers must be >= 1"),
+        (cfg["eval"]["n_draws"] >= 1, "eval.n_draws must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    return cfg
+
+
+def load_config(
+    variant: str | None = None,
+    presets: list[str] | tuple[str, ...] = (),
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Resolve defaults <- variant <- presets <- overrides, then validate."""
+    cfg = _read_toml(CONFIG_DIR / "default.toml")
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}, all")
+        cfg = merge(cfg, _read_toml(CONFIG_DIR / f"{variant}.toml"), f"{variant}.toml")
+    for name in presets:
+        path = preset_path(name)
+        cfg = merge(cfg, _read_toml(path), path.name)
+    for text in overrides:
+        cfg = merge(cfg, parse_override(text), f"--set {text}")
+    cfg["variant"] = {"name": variant or "custom"}
+    return validate(cfg)
+
+
+def config_hash(
+    cfg: Config, sections: tuple[str, ...] = ("model", "augment", "oe", "train")
+) -> str:
+    """Hash of what determines the trained weights (a checkpoint from another is refused)."""
+    relevant = {k: cfg[k] for k in sections if k in cfg}
+    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k != "log_every"}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise ConfigError(f"cannot write {v!r} as TOML")
+
+
+def dumps(cfg: Config) -> str:
+    """The config as TOML text (the subset this project uses: tables of scalars and lists)."""
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
