@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from converters import sources as src
-from converters.errors import SourceUnavailable
+from converters.errors import DataError, SourceUnavailable
 from converters.idx import read_idx_images, read_idx_labels
 from converters.sources import RawFile, SourceResolver
 
@@ -90,7 +90,7 @@ class BuildContext:
             images = read_idx_images(paths[img_rf.name])
             labels = read_idx_labels(paths[lab_rf.name], num_classes)
             if len(images) != len(labels):
-                raise SourceUnavailable(
+                raise DataError(
                     f"{paths[img_rf.name]}: {len(images)} images but "
                     f"{paths[lab_rf.name]} has {len(labels)} labels"
                 )
@@ -120,6 +120,11 @@ def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndar
     mask = np.ones(len(labels), bool)
     mask[val_idx] = False
     return np.flatnonzero(mask), val_idx
+
+
+def idx_ood_builder(files: list[RawFile], split: str) -> Callable[[BuildContext], Built]:
+    """Builder for an IDX dataset used as OOD: its images with every label set to -1."""
+    return lambda ctx: _ood(ctx.idx_pair(files, split))
 
 
 def _ood(built: Built) -> Built:
@@ -210,9 +215,9 @@ def _corrupted(base: str, corruption: str, seed: int, official: str | None,
 CLEAN_BASES: dict[str, Callable[[BuildContext], Built]] = {
     "mnist_test": lambda ctx: ctx.idx_pair(src.MNIST, "t10k"),
     "mnist_train_full": lambda ctx: ctx.idx_pair(src.MNIST, "train"),
-    "fmnist_test": lambda ctx: _ood(ctx.idx_pair(src.FASHION_MNIST, "t10k")),
-    "kmnist_test": lambda ctx: _ood(ctx.idx_pair(src.KMNIST, "t10k")),
-    "notmnist_test": lambda ctx: _ood(ctx.idx_pair(src.NOTMNIST, "t10k")),
+    "fmnist_test": idx_ood_builder(src.FASHION_MNIST, "t10k"),
+    "kmnist_test": idx_ood_builder(src.KMNIST, "t10k"),
+    "notmnist_test": idx_ood_builder(src.NOTMNIST, "t10k"),
 }
 
 
@@ -253,7 +258,7 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
                     lambda ctx: ctx.idx_pair(src.MNIST, "t10k"), {}, tuple(src.MNIST), "1",
                     "MNIST official test set (10,000)"),
         DatasetSpec("fmnist_train", "outlier", "fashion-mnist", False,
-                    lambda ctx: _ood(ctx.idx_pair(src.FASHION_MNIST, "train")), {},
+                    idx_ood_builder(src.FASHION_MNIST, "train"), {},
                     tuple(src.FASHION_MNIST), "1", "Fashion-MNIST train (60,000), OE source"),
         DatasetSpec("fmnist_test", "ood", "fashion-mnist", False,
                     CLEAN_BASES["fmnist_test"], {}, tuple(src.FASHION_MNIST), "1",

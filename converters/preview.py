@@ -10,13 +10,14 @@ import numpy as np
 from converters.build import load_manifest
 
 
-def read_first(path: Path, n: int) -> np.ndarray:
-    """The first ``n`` images of a beton, read with the real FFCV Loader."""
+def read_spread(path: Path, n: int, count: int) -> np.ndarray:
+    """``n`` images spread evenly over a beton of ``count``, read with the real FFCV Loader."""
     from ffcv.fields.decoders import NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
 
     loader = Loader(str(path), batch_size=n, num_workers=1, order=OrderOption.SEQUENTIAL,
-                    indices=np.arange(n), pipelines={"image": [NDArrayDecoder()], "label": None})
+                    indices=np.linspace(0, count - 1, n).astype(np.int64),
+                    pipelines={"image": [NDArrayDecoder()], "label": None})
     for (x,) in loader:
         return np.array(x, copy=True)
     return np.zeros((0, 28, 28), np.uint8)
@@ -36,7 +37,7 @@ def write_preview(out_dir: str | os.PathLike, png: str | os.PathLike, n: int = 1
                              squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         count = min(n, entries[name]["count"])
-        imgs = read_first(out_dir / entries[name]["file"], count)
+        imgs = read_spread(out_dir / entries[name]["file"], count, entries[name]["count"])
         h = max(im.shape[0] for im in imgs)
         tiles = [np.pad(im, ((0, h - im.shape[0]), (1, 1 + h - im.shape[1]))) for im in imgs]
         ax.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=255)

@@ -208,24 +208,27 @@ class SourceResolver:
                 return download(url, rf, self.cache_dir, self.timeout_s)
             except DataError as e:
                 tried.append(f"{url} ({e})")
-        where = self.raw_dirs[0] if self.raw_dirs else self.cache_dir
+        writable = [d for d in self.raw_dirs if d.is_dir() and os.access(d, os.W_OK)]
+        where = writable[0] if writable else self.cache_dir
         lines = [f"cannot obtain {rf.describe()}."]
         lines += [f"  bad copy: {m}" for m in mismatches]
         lines += [f"  tried: {t}" for t in tried]
         dest = where / rf.dataset / rf.name
         lines.append(f"  put a verified copy at {dest}, or pass --mirror URL")
-        raise SourceUnavailable("\n".join(lines))
+        # A copy that exists but is bad is the user's problem to fix, not a source to skip.
+        raise (DataError if mismatches else SourceUnavailable)("\n".join(lines))
 
     def resolve_all(self, files: Sequence[RawFile]) -> dict[str, Path]:
         """Resolve several files; SourceUnavailable lists every missing one, not just the first."""
-        out, errors = {}, []
+        out, errors, bad = {}, [], False
         for rf in files:
             try:
                 out[rf.name] = self.resolve(rf)
-            except SourceUnavailable as e:
+            except DataError as e:
                 errors.append(str(e))
+                bad = bad or not isinstance(e, SourceUnavailable)
         if errors:
-            raise SourceUnavailable("\n".join(errors))
+            raise (DataError if bad else SourceUnavailable)("\n".join(errors))
         return out
 
 

@@ -1,0 +1,160 @@
+"""`fastmix convert` end to end: real raw files -> real betons + manifest, skips, staleness."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from converters.beton import read_beton
+from converters.build import convert, load_manifest
+from converters.catalog import DatasetSpec, idx_ood_builder
+from converters.idx import read_idx_images, write_idx
+from converters.sources import RawFile, SourceResolver
+from fastmix.cli import main
+
+ONLY = "mnist_val,mnist_test,omniglot,gaussian_noise,mnist_inverted,fractals,kmnist_test"
+
+
+@pytest.fixture(scope="module")
+def converted(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", ONLY,
+                 "--fractals", "40", "--offline", "--no-progress",
+                 "--cache", str(out.parent / "cache")])
+    return out, code
+
+
+def test_builds_what_has_sources_and_skips_kmnist(converted, shared_data):
+    out, code = converted
+    assert code == 0  # only an optional set (KMNIST, offline) was skipped
+    betons = load_manifest(out)["betons"]
+    assert set(betons) == set(ONLY.split(",")) - {"kmnist_test"}
+    assert betons["mnist_val"]["count"] == 5000 and betons["mnist_test"]["count"] == 10_000
+    assert betons["omniglot"]["count"] == 2720 + 3120
+    assert betons["fractals"]["count"] == 40 and betons["fractals"]["shape"] == [32, 32]
+    assert betons["mnist_test"]["sources"]["mnist/t10k-images-idx3-ubyte.gz"] == (
+        "2646ac647ad5339dbf082846283269ea")
+    for name, entry in betons.items():
+        path = out / entry["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], name
+
+
+def test_betons_hold_the_raw_data(converted, shared_data):
+    out, _ = converted
+    raw = read_idx_images(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz")
+    x, y = read_beton(out / "mnist_test.beton")
+    np.testing.assert_array_equal(x, raw)
+    assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    inv, inv_y = read_beton(out / "mnist_inverted.beton")
+    np.testing.assert_array_equal(inv, 255 - raw)
+    assert (inv_y == -1).all()
+    om, _ = read_beton(out / "omniglot.beton")
+    # white strokes on a black background, like MNIST
+    assert np.median(om) == 0 and om.max() == 255
+
+
+def test_second_run_is_a_no_op(converted, shared_data, capsys):
+    out, _ = converted
+    before = (out / "manifest.json").read_text()
+    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", ONLY,
+                 "--fractals", "40", "--offline", "--no-progress",
+                 "--cache", str(out.parent / "cache")])
+    assert code == 0
+    assert "built 0, up to date 6, skipped 1" in capsys.readouterr().out
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_strict_fails_on_skips(converted, shared_data):
+    out, _ = converted
+    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only",
+                 "kmnist_test", "--offline", "--no-progress", "--strict",
+                 "--cache", str(out.parent / "cache")])
+    assert code == 1
+
+
+def test_stale_or_damaged_beton_is_rebuilt(shared_data, tmp_path):
+    args = ["convert", "--raw", str(shared_data), "--out", str(tmp_path), "--only",
+            "gaussian_noise,mnist_val", "--offline", "--no-progress"]
+    assert main(args) == 0
+    entry = load_manifest(tmp_path)["betons"]["gaussian_noise"]
+    path = tmp_path / entry["file"]
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    (tmp_path / "mnist_val.beton.tmp-999").write_bytes(b"half-written")
+    assert main(args) == 0
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    assert not (tmp_path / "mnist_val.beton.tmp-999").exists()
+
+
+def test_required_set_missing_fails(tmp_path):
+    code = main(["convert", "--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
+                 "--only", "mnist_test", "--offline", "--no-progress",
+                 "--cache", str(tmp_path / "c")])
+    assert code == 1
+
+
+def test_unknown_only_name(tmp_path, capsys):
+    code = main(["convert", "--out", str(tmp_path), "--only", "mnistt", "--offline"])
+    assert code == 2
+    assert "unknown dataset 'mnistt'" in capsys.readouterr().err
+
+
+def test_list(tmp_path, capsys):
+    assert main(["convert", "--out", str(tmp_path), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist_c/fog" in out and "kmnist_test" in out and "missing" in out
+
+
+def _kmnist_like(tmp_path, n=30, labels=None):
+    """A small KMNIST in the real layout and format (the official files are not obtainable)."""
+    folder = tmp_path / "raw" / "kmnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz",
+              labels if labels is not None else rng.integers(0, 10, n))
+    files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
+             for p in sorted(folder.iterdir())]
+    spec = DatasetSpec("kmnist_test", "ood", "kmnist", False, idx_ood_builder(files, "t10k"),
+                       {}, tuple(files))
+    return folder, spec
+
+
+def test_kmnist_code_path_on_small_real_format_files(tmp_path):
+    folder, spec = _kmnist_like(tmp_path)
+    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
+                              allow_download=False, use_system=False)
+    result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
+    assert result.built == ["kmnist_test"]
+    x, y = read_beton(tmp_path / "out" / "kmnist_test.beton")
+    np.testing.assert_array_equal(x, read_idx_images(folder / "t10k-images-idx3-ubyte.gz"))
+    assert (y == -1).all()
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["betons"]["kmnist_test"]
+    assert entry["family"] == "kmnist" and entry["count"] == 30
+
+
+def test_bad_labels_fail_and_write_no_beton(tmp_path):
+    _, spec = _kmnist_like(tmp_path, n=5, labels=np.array([1, 2, 10, 3, 4]))
+    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
+                              allow_download=False, use_system=False)
+    result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
+    assert "label 10 at index 2 is out of range" in result.failed["kmnist_test"]
+    assert "t10k-labels-idx1-ubyte.gz" in result.failed["kmnist_test"]
+    assert not list((tmp_path / "out").glob("*.beton*"))
+    assert load_manifest(tmp_path / "out")["betons"] == {}
+
+
+def test_checksum_mismatch_writes_no_beton(tmp_path):
+    folder, spec = _kmnist_like(tmp_path)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((30, 28, 28), np.uint8))
+    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
+                              allow_download=False, use_system=False)
+    result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
+    assert "checksum mismatch" in result.failed["kmnist_test"]
+    assert "t10k-images-idx3-ubyte.gz" in result.failed["kmnist_test"]
+    assert result.exit_code({spec.name: spec}) == 1
+    assert not list((tmp_path / "out").glob("*.beton*"))
