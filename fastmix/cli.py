@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 
 from fastmix.cli_convert import add_convert_args, run_convert
+from fastmix.cli_run import add_run_args, run_all
+from fastmix.cli_train import add_train_args, run_train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_args(sub.add_parser("convert", help="build betons from raw sources"))
+    add_train_args(sub.add_parser("train", help="train one variant or all six"))
+    add_run_args(sub.add_parser("run", help="convert + train all + eval + report"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"convert": run_convert}
+    handlers = {"convert": run_convert, "train": run_train, "run": run_all}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

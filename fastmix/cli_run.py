@@ -1,0 +1,105 @@
+"""``fastmix run``: convert + train all six + evaluate + report, in one command.
+
+This is what ``make run`` runs. Every stage skips finished work: convert rebuilds only missing
+or stale betons, training skips run directories that already finished, evaluation skips runs
+that already have results.json, so a second ``make run`` takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from converters.errors import DataError
+from fastmix.config import VARIANTS, load_config
+from fastmix.errors import ConfigError, TrainingError
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--raw", action="append", default=[], metavar="DIR")
+    p.add_argument("--mirror", metavar="URL")
+    p.add_argument("--offline", action="store_true")
+    p.add_argument("--data", default="data", help="betons folder")
+    p.add_argument("--out", default="runs", help="run directories and the report")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant (mean ± std)")
+    p.add_argument("--config", action="append", default=[], metavar="PRESET")
+    p.add_argument("--set", action="append", default=[], dest="overrides")
+    p.add_argument("--fractals", type=int, default=10_000)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    import csv
+
+    metrics = run_dir / "metrics.csv"
+    if not (run_dir / "checkpoints" / "best.pt").is_file() or not metrics.is_file():
+        return False
+    with open(metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return bool(rows) and int(rows[-1]["epoch"]) >= epochs
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from converters.build import convert, summary_lines
+    from converters.catalog import CatalogOptions, build_catalog
+    from converters.sources import SourceResolver
+    from fastmix.cli_train import run_dir_for
+    from fastmix.evaluate import evaluate_run
+    from fastmix.report import write_report
+    from fastmix.train import train
+
+    t0 = time.perf_counter()
+    progress = not args.no_progress
+    out = Path(args.out)
+    try:
+        variants = [v for v in args.variants.split(",") if v]
+        bad = [v for v in variants if v not in VARIANTS]
+        if bad:
+            raise ConfigError(f"unknown variants {bad}; valid: {', '.join(VARIANTS)}")
+        overrides = [*args.overrides, f"data.dir={str(args.data)!r}"]
+        cfgs = [load_config(v, args.config, [*overrides, f"train.seed={s}"])
+                for s in range(args.seeds) for v in variants]
+
+        print("== convert", flush=True)
+        catalog = build_catalog(CatalogOptions(fractal_count=args.fractals))
+        resolver = SourceResolver(raw_dirs=args.raw, mirror=args.mirror,
+                                  allow_download=not args.offline)
+        result = convert(catalog, args.data, resolver, progress=progress)
+        for line in summary_lines(result, catalog):
+            print(line)
+        if result.exit_code(catalog) != 0:
+            return 1
+
+        print("== train", flush=True)
+        runs = []
+        for cfg in cfgs:
+            run_dir = run_dir_for(out, cfg)
+            runs.append(run_dir)
+            if _finished(run_dir, cfg["train"]["epochs"]) or (
+                    cfg["train"]["max_steps"] and (run_dir / "checkpoints" / "best.pt").is_file()):
+                print(f"{run_dir}: already trained")
+                continue
+            resume = (run_dir / "checkpoints" / "last.pt").is_file()
+            r = train(cfg, run_dir, resume=resume, progress=progress)
+            print(f"{r.variant}: best val acc {r.best_val_acc:.4f}, {r.images_per_s:.0f} img/s, "
+                  f"{r.seconds:.1f} s")
+
+        print("== evaluate", flush=True)
+        cache: dict = {}
+        for run_dir in runs:
+            if (run_dir / "results.json").is_file():
+                print(f"{run_dir}: already evaluated")
+                continue
+            evaluate_run(run_dir, data_dir=args.data, sets_cache=cache)
+
+        print("== report", flush=True)
+        report = write_report(runs, out / "report")
+        print(f"report: {report}")
+    except (ConfigError, TrainingError, DataError) as e:
+        print(f"fastmix run: error: {e}", file=sys.stderr)
+        return 2
+    print(f"fastmix run finished in {time.perf_counter() - t0:.0f} s")
+    return 0

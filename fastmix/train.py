@@ -1,0 +1,284 @@
+"""The training loop for all six variants: FFCV loaders, optional Outlier Exposure, bf16 on AMX
+CPUs and CUDA, atomic checkpoints, exact resume, DDP under torchrun.
+
+Optimiser: SGD with Nesterov momentum 0.9 and weight decay 5e-4; the learning rate rises
+linearly from 0 to ``train.lr`` over the first ``warmup_frac`` of the steps, then falls linearly
+to 0 (a one-cycle / triangular schedule, as in airbench), set per step from the global step so a
+resumed run follows the same schedule. Loss: cross-entropy, plus the Outlier Exposure term
+(``fastmix.oe``) when ``oe.enabled``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fastmix import distributed as dist
+from fastmix.checkpoint import load_checkpoint, read_run_config, save_checkpoint
+from fastmix.config import Config, config_hash, dumps
+from fastmix.device import Runtime, resolve_runtime, set_cpu_threads
+from fastmix.errors import ConfigError, TrainingError
+from fastmix.models import build_model
+from fastmix.oe import oe_loss
+
+CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_ce", "train_oe", "train_acc",
+              "val_acc", "seconds", "images_per_s", "total_images_per_s"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    variant: str
+    epochs: int
+    steps: int
+    best_val_acc: float
+    final_val_acc: float
+    seconds: float
+    images_per_s: float
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
+    """Triangular schedule: linear 0 -> peak over ``warmup_frac * total`` steps, then -> 0."""
+    warm = max(1, int(round(warmup_frac * total)))
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * max(0.0, (total - step) / max(1, total - warm))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def require_betons(cfg: Config) -> dict[str, Path]:
+    """Paths of the betons this config trains on; ConfigError naming any that is missing."""
+    from converters.build import load_manifest
+
+    data = Path(cfg["data"]["dir"])
+    entries = load_manifest(data)["betons"] if data.is_dir() else {}
+    need = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
+    if cfg["augment"]["kind"] == "pixmix":
+        need["mixing"] = cfg["data"]["mixing"]
+    if cfg["oe"]["enabled"]:
+        need["outlier"] = cfg["oe"]["source"]
+    out, missing = {}, []
+    for role, name in need.items():
+        if name in entries and (data / entries[name]["file"]).is_file():
+            out[role] = data / entries[name]["file"]
+        else:
+            missing.append(f"{role}={name}")
+    if missing:
+        raise ConfigError(
+            f"{data}: betons not found: {', '.join(missing)}; run `fastmix convert --out {data}`"
+            + (f" (available: {', '.join(sorted(entries))})" if entries else "")
+        )
+    return out
+
+
+def _to_input(x: Any, rt: Runtime) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    x = x.to(rt.device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if rt.channels_last else x
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, rt: Runtime,
+             batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on uint8 images."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        x = _to_input(images[i:i + batch_size], rt)
+        with rt.autocast():
+            pred = model(x).argmax(1).cpu().numpy()
+        correct += int((pred == labels[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / len(images)
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> Config:
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        if not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
+        return read_run_config(run_dir)
+    if (ckpt_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir}: already holds a run; pass --resume or choose another --out")
+    if dist.is_main():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(run_dir / "config.toml", dumps(cfg))
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writeheader()
+    return cfg
+
+
+def _truncate_csv(path: Path, epochs_done: int) -> None:
+    """On resume, drop rows of epochs the checkpoint does not contain."""
+    if not path.is_file():
+        with open(path, "w", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writeheader()
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+    """Train one variant into ``run_dir`` (or continue it with ``resume``).
+
+    ``stop_after_steps`` ends the process's work after that many global steps *without*
+    finishing the run (it simulates an interruption for tests).
+    """
+    from fastmix.train_data import build_loaders  # imports ffcv (slow): only when training
+
+    run_dir = Path(run_dir)
+    dist.init_from_env()
+    cfg = _prepare_run_dir(cfg, run_dir, resume)
+    tc, chash = cfg["train"], config_hash(cfg)
+    paths = require_betons(cfg)
+    rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
+    torch.manual_seed(tc["seed"])
+    model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": tc["weight_decay"]},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=tc["lr"], momentum=tc["momentum"], nesterov=tc["momentum"] > 0,
+    )
+    loaders = build_loaders(cfg, paths, distributed=dist.world_size() > 1)
+    set_cpu_threads(None if rt.device.type == "cpu" else 1)
+    from converters.beton import read_beton
+
+    val_x, val_y = read_beton(paths["val"])
+    set_cpu_threads()
+    spe = loaders.steps_per_epoch
+    total = tc["epochs"] * spe
+    if tc["max_steps"]:
+        total = min(total, tc["max_steps"])
+    epochs = math.ceil(total / spe)
+
+    start_step, best = 0, -1.0
+    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    if resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, chash)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start_step, best = int(ckpt["step"]), float(ckpt["best_val_acc"])
+    if dist.is_main() and resume:
+        _truncate_csv(run_dir / "metrics.csv", start_step // spe)
+    net = dist.wrap(model, rt.device)
+    step_fn = _make_step(net, opt, cfg, rt)
+
+    def checkpoint(step: int, best_acc: float, path: Path) -> None:
+        if dist.is_main():
+            save_checkpoint(path, {"config_hash": chash, "variant": cfg["variant"]["name"],
+                                   "epoch": step // spe, "step": step, "model": model.state_dict(),
+                                   "optimizer": opt.state_dict(), "best_val_acc": best_acc})
+
+    step = start_step
+    t_all, n_all, final_acc = 0.0, 0, best
+    bar = tqdm(total=total, initial=start_step, desc=f"train {cfg['variant']['name']}",
+               unit="step", disable=not (progress and dist.is_main()), dynamic_ncols=True)
+    model.train()
+    for epoch in range(start_step // spe, epochs):
+        skip = step - epoch * spe
+        sums = np.zeros(4)  # loss, ce, oe, correct
+        seen, nb, t0 = 0, 0, time.perf_counter()
+        for i, (x, y, xo) in enumerate(loaders.epoch(epoch, skip=skip)):
+            if step >= total or (stop_after_steps is not None and step >= stop_after_steps):
+                break
+            lr = lr_at(step, total, tc["lr"], tc["warmup_frac"])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, ce, oe_term, correct = step_fn(x, y, xo)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"non-finite loss ({loss}) at step {step} (epoch {epoch + 1}, "
+                    f"batch {skip + i}); stopped; the last good checkpoint ({last_path}) is kept"
+                )
+            sums += (loss, ce, oe_term, correct)
+            seen += len(y)
+            nb += 1
+            step += 1
+            bar.update(1)
+            if step % tc["log_every"] == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
+            if tc["ckpt_every"] and step % tc["ckpt_every"] == 0 and step % spe:
+                checkpoint(step, best, last_path)
+        secs = time.perf_counter() - t0
+        if stop_after_steps is not None and step >= stop_after_steps and step < total:
+            bar.close()
+            raise KeyboardInterrupt(f"stopped after {step} steps (simulated interruption)")
+        if seen == 0:
+            continue
+        t_all, n_all = t_all + secs, n_all + seen
+        final_acc = accuracy(model, val_x, val_y, rt)
+        improved = final_acc > best
+        best = max(best, final_acc)
+        checkpoint(step, best, last_path)
+        if improved:
+            checkpoint(step, best, best_path)
+        if dist.is_main():
+            ratio = 1 + (cfg["oe"]["ratio"] if cfg["oe"]["enabled"] else 0)
+            row = {"epoch": epoch + 1, "step": step, "lr": f"{lr:.6g}",
+                   "train_loss": f"{sums[0] / nb:.5f}", "train_ce": f"{sums[1] / nb:.5f}",
+                   "train_oe": f"{sums[2] / nb:.5f}", "train_acc": f"{sums[3] / seen:.5f}",
+                   "val_acc": f"{final_acc:.5f}", "seconds": f"{secs:.3f}",
+                   "images_per_s": f"{seen / secs:.1f}",
+                   "total_images_per_s": f"{seen * ratio / secs:.1f}"}
+            with open(run_dir / "metrics.csv", "a", newline="") as f:
+                csv.DictWriter(f, CSV_FIELDS).writerow(row)
+            bar.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']} "
+                      f"train acc {sums[3] / seen:.4f} val acc {final_acc:.4f} "
+                      f"({seen / secs:.0f} img/s)")
+    bar.close()
+    dist.barrier()
+    return TrainResult(run_dir, cfg["variant"]["name"], epochs, step, best, final_acc, t_all,
+                       n_all / t_all if t_all else 0.0)
+
+
+def _make_step(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: Config, rt: Runtime):
+    """One optimisation step: (x, y, outliers or None) -> (loss, ce, oe, n correct) floats."""
+    lam, smooth = cfg["oe"]["lambda"], cfg["train"]["label_smoothing"]
+
+    def step(x: Any, y: Any, xo: Any) -> tuple[float, float, float, float]:
+        x = _to_input(x, rt)
+        y = torch.as_tensor(y).reshape(-1).long().to(rt.device, non_blocking=True)
+        n_in = x.shape[0]
+        if xo is not None:
+            x = torch.cat([x, _to_input(xo, rt)])
+        with rt.autocast():
+            logits = net(x)
+        loss, ce, oe_term = oe_loss(logits, y, n_in, lam, smooth)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        correct = (logits[:n_in].argmax(1) == y).sum()
+        vals = torch.stack([loss.detach(), ce.detach(), oe_term.detach(), correct.float()])
+        return tuple(vals.float().cpu().tolist())
+
+    return step
