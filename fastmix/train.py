@@ -32,6 +32,7 @@ from fastmix.oe import oe_loss
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_ce", "train_oe", "train_acc",
               "val_acc", "seconds", "images_per_s", "total_images_per_s"]
+STEPS_HEADER = "step,lr,loss,ce,oe\n"
 
 
 @dataclass
@@ -124,7 +125,15 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> Config:
         _write_text_atomic(run_dir / "config.toml", dumps(cfg))
         with open(run_dir / "metrics.csv", "w", newline="") as f:
             csv.DictWriter(f, CSV_FIELDS).writeheader()
+        (run_dir / "steps.csv").write_text(STEPS_HEADER)
     return cfg
+
+
+def _truncate_steps(path: Path, steps_done: int) -> None:
+    """On resume, drop step-log rows the checkpoint does not contain."""
+    rows = path.read_text().splitlines()[1:] if path.is_file() else []
+    keep = [r for r in rows if r and int(r.split(",")[0]) <= steps_done]
+    _write_text_atomic(path, STEPS_HEADER + "".join(r + "\n" for r in keep))
 
 
 def _truncate_csv(path: Path, epochs_done: int) -> None:
@@ -190,10 +199,16 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
         start_step, best = int(ckpt["step"]), float(ckpt["best_val_acc"])
     if dist.is_main() and resume:
         _truncate_csv(run_dir / "metrics.csv", start_step // spe)
+        _truncate_steps(run_dir / "steps.csv", start_step)
     net = dist.wrap(model, rt.device)
     step_fn = _make_step(net, opt, cfg, rt)
 
     def checkpoint(step: int, best_acc: float, path: Path) -> None:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingError(
+                f"non-finite weights after step {step}; stopped without overwriting {path}, "
+                "the last good checkpoint is kept"
+            )
         if dist.is_main():
             save_checkpoint(path, {"config_hash": chash, "variant": cfg["variant"]["name"],
                                    "epoch": step // spe, "step": step, "model": model.state_dict(),
@@ -227,6 +242,9 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
             bar.update(1)
             if step % tc["log_every"] == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
+                if dist.is_main():
+                    with open(run_dir / "steps.csv", "a") as f:
+                        f.write(f"{step},{lr:.6g},{loss:.6f},{ce:.6f},{oe_term:.6f}\n")
             if tc["ckpt_every"] and step % tc["ckpt_every"] == 0 and step % spe:
                 checkpoint(step, best, last_path)
         secs = time.perf_counter() - t0

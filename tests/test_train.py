@@ -1,0 +1,112 @@
+"""Training on real betons: every variant, exact resume, refused checkpoints, NaN handling."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from fastmix.checkpoint import CheckpointError, load_checkpoint, load_run
+from fastmix.config import VARIANTS, load_config
+from fastmix.errors import ConfigError, TrainingError
+from fastmix.train import lr_at, train
+
+
+def _cfg(variant, data_dir, *extra):
+    return load_config(variant, ["smoke"], [f"data.dir='{data_dir}'", "train.device='cpu'",
+                                             *extra])
+
+
+def _steps(run_dir):
+    with open(run_dir / "steps.csv", newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_and_checkpoints(variant, data_dir, tmp_path):
+    cfg = _cfg(variant, data_dir, "train.max_steps=30", "train.log_every=3", "train.lr=0.05")
+    result = train(cfg, tmp_path / variant, progress=False)
+    assert result.steps == 30
+    losses = _steps(tmp_path / variant)
+    assert len(losses) == 10 and all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-3:]) < losses[0]  # it learns
+    model, saved = load_run(tmp_path / variant)
+    assert saved["augment"] == cfg["augment"] and saved["oe"] == cfg["oe"]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with open(tmp_path / variant / "metrics.csv", newline="") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert float(row["val_acc"]) == pytest.approx(result.final_val_acc)
+    if variant.endswith("_oe"):
+        assert float(row["train_oe"]) > 0
+        assert float(row["total_images_per_s"]) == pytest.approx(
+            2 * float(row["images_per_s"]), rel=0.01)
+
+
+def test_resume_gives_the_same_weights(data_dir, tmp_path):
+    extra = ("train.max_steps=16", "train.ckpt_every=5", "train.log_every=1")
+    full = train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "b", progress=False,
+              stop_after_steps=8)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 5
+    cfg_b = _cfg("pixmix_oe", data_dir, *extra)
+    resumed = train(cfg_b, tmp_path / "b", resume=True, progress=False)
+    assert full.steps == resumed.steps == 16
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _steps(tmp_path / "a") == _steps(tmp_path / "b")
+
+
+def test_existing_run_is_not_overwritten(data_dir, tmp_path):
+    cfg = _cfg("base", data_dir, "train.max_steps=2")
+    train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
+def test_checkpoint_from_another_config_is_refused(data_dir, tmp_path):
+    train(_cfg("base", data_dir, "train.max_steps=2"), tmp_path / "r", progress=False)
+    cfg_text = (tmp_path / "r" / "config.toml").read_text()
+    (tmp_path / "r" / "config.toml").write_text(cfg_text.replace("lr = 0.2", "lr = 0.3"))
+    before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="from another config"):
+        train(load_config("base"), tmp_path / "r", resume=True, progress=False)
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_truncated_checkpoint_is_refused(data_dir, tmp_path):
+    train(_cfg("base", data_dir, "train.max_steps=2"), tmp_path / "r", progress=False)
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable or truncated"):
+        train(load_config("base"), tmp_path / "r", resume=True, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+    cfg = _cfg("base", data_dir, "train.max_steps=30", "train.ckpt_every=1", "train.lr=1e30",
+               "train.warmup_frac=0.0")
+    with pytest.raises(TrainingError, match=r"non-finite (loss|weights).* step \d+") as err:
+        train(cfg, tmp_path / "r", progress=False)
+    assert "last good checkpoint" in str(err.value)
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
+                   if v.is_floating_point())
+
+
+def test_missing_betons_are_named(tmp_path):
+    cfg = load_config("pixmix_oe", ["smoke"], [f"data.dir='{tmp_path}'"])
+    with pytest.raises(ConfigError, match="betons not found: train=mnist_train.*mixing=fractals"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
+def test_lr_schedule_is_triangular():
+    lrs = [lr_at(s, 100, 1.0, 0.2) for s in range(100)]
+    assert lrs[19] == pytest.approx(1.0) and lrs[0] == pytest.approx(0.05)
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20], strict=False))
+    assert all(a >= b for a, b in zip(lrs[19:], lrs[20:], strict=False))
+    assert lrs[-1] == pytest.approx(1 / 80)
