@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from fastmix.cli_convert import add_convert_args, run_convert
+from fastmix.cli_eval import add_eval_args, add_report_args, run_eval, run_report
 from fastmix.cli_run import add_run_args, run_all
 from fastmix.cli_train import add_train_args, run_train
 
@@ -25,13 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_args(sub.add_parser("convert", help="build betons from raw sources"))
     add_train_args(sub.add_parser("train", help="train one variant or all six"))
+    add_eval_args(sub.add_parser("eval", help="evaluate trained runs"))
+    add_report_args(sub.add_parser("report", help="report.md + plots from evaluated runs"))
     add_run_args(sub.add_parser("run", help="convert + train all + eval + report"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"convert": run_convert, "train": run_train, "run": run_all}
+    handlers = {"convert": run_convert, "train": run_train, "eval": run_eval,
+                "report": run_report, "run": run_all}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -1,0 +1,402 @@
+"""fastmix.evaluate end to end on real betons, a real manifest and real checkpoints.
+
+The study built here (shared with tests/test_report.py through ``build_study``): a synthetic
+"MNIST" of ten oriented gratings (bright), its 15 "MNIST-C" copies, a dark-blob OOD family
+standing in for Fashion-MNIST (``fmnist_train`` = OE source, ``fmnist_test`` = test OOD),
+Gaussian noise and inverted digits; KMNIST is absent.  Two tiny ConvNets are trained with
+cross-entropy + the Outlier Exposure term on the blob family, so they separate ID from OOD and
+every assertion about detection metrics is meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from converters.beton import write_beton
+from converters.build import save_manifest
+from converters.errors import DataError
+from fastmix.checkpoint import save_checkpoint
+from fastmix.config import config_hash, dumps, load_config
+from fastmix.models import build_model
+
+N_CLASSES = 10
+CORRUPTIONS = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
+               "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
+               "zigzag", "canny_edges")
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+
+def gratings(n: int, rng: np.random.Generator, noise: float = 12.0):
+    """Class k: a bright grating, orientation (k % 5) * 36 deg, period 4 or 7 px, in a disk."""
+    y = rng.integers(0, N_CLASSES, n)
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float64) - 13.5
+    theta = (y % 5) * np.pi / 5
+    period = np.where(y < 5, 4.0, 7.0)
+    phase = rng.uniform(0, 2 * np.pi, n)
+    u = xx[None] * np.cos(theta)[:, None, None] + yy[None] * np.sin(theta)[:, None, None]
+    img = 0.5 + 0.5 * np.cos(2 * np.pi * u / period[:, None, None] + phase[:, None, None])
+    img *= (xx**2 + yy**2 <= 11.5**2)[None]
+    img = 230 * img + rng.normal(0, noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def blobs(n: int, rng: np.random.Generator):
+    """Dark smooth blobs (the stand-in 'fashion-mnist' family)."""
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float64)
+    cy, cx = rng.uniform(6, 22, (2, n))
+    s = rng.uniform(3, 7, n)
+    img = 90 * np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
+                      / (2 * s[:, None, None] ** 2))
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def train_model(seed: int, steps: int = 30, bs: int = 32) -> dict:
+    """Tiny ConvNet (smoke width 8), Adam: CE on gratings + 0.5 x OE term on blobs (~2 s)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(100 + seed)
+    model = build_model("convnet", 8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: one thread is faster on a busy 2-core machine
+    try:
+        for _ in range(steps):
+            x, y = gratings(bs, rng, noise=40.0)
+            xb = torch.from_numpy(np.concatenate([x, blobs(bs, rng)])).float().div(255)
+            z = model(xb.unsqueeze(1))
+            zi, zo = z[:bs], z[bs:]
+            loss = torch.nn.functional.cross_entropy(zi, torch.from_numpy(y))
+            loss = loss + 0.5 * (torch.logsumexp(zo, 1) - zo.mean(1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _flip(y: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip a fraction of labels to another class (guarantees wrong predictions)."""
+    y = y.copy()
+    idx = rng.choice(len(y), int(frac * len(y)), replace=False)
+    y[idx] = (y[idx] + rng.integers(1, N_CLASSES, len(idx))) % N_CLASSES
+    return y
+
+
+def write_data(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    (data / "mnist_c").mkdir(parents=True)
+    betons: dict[str, dict] = {}
+
+    def put(name, images, labels, role, family, meta=None):
+        write_beton(data / f"{name}.beton", images, labels)
+        betons[name] = {"file": f"{name}.beton", "count": len(images), "role": role,
+                        "family": family, "meta": meta or {}, "sha256": "x"}
+
+    x, y = gratings(600, rng, noise=80.0)
+    put("mnist_test", x, _flip(y, 0.05, rng), "test", "mnist")
+    xv, yv = gratings(400, rng, noise=80.0)
+    put("mnist_val", xv, _flip(yv, 0.05, rng), "val", "mnist")
+    for k, c in enumerate(CORRUPTIONS):
+        xc, yc = gratings(120, rng, noise=40.0 + 8.0 * k)
+        put(f"mnist_c/{c}", xc, yc, "corrupted", "mnist",
+            {"origin": "regenerated", "generator_version": "mnist-c-1", "seed": 0})
+    minus = np.full(400, -1, np.int64)
+    put("fmnist_test", blobs(400, rng), minus, "ood", "fashion-mnist")
+    noise = np.clip(rng.normal(128, 60, (300, 28, 28)), 0, 255).astype(np.uint8)
+    put("gaussian_noise", noise, minus[:300], "ood", "gaussian-noise")
+    put("mnist_inverted", 255 - x[:300], minus[:300], "ood", "mnist-inverted")
+    # the OE source: listed (its family matters), never read by evaluation
+    betons["fmnist_train"] = {"file": "fmnist_train.beton", "count": 0, "role": "outlier",
+                              "family": "fashion-mnist", "meta": {}}
+    save_manifest(data, {"format": 1, "betons": betons})
+    return data
+
+
+def make_run(root: Path, name: str, variant: str, seed: int, state: dict) -> Path:
+    cfg = load_config(variant, ["smoke"], [f"train.seed={seed}"])
+    run = root / "runs" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text(dumps(cfg))
+    save_checkpoint(run / "checkpoints" / "best.pt",
+                    {"config_hash": config_hash(cfg), "variant": variant, "epoch": 1,
+                     "step": 60, "model": state, "optimizer": {}, "best_val_acc": 0.0})
+    return run
+
+
+_STUDY: dict = {}
+
+
+def build_study(tmp_path_factory) -> dict:
+    """Data + four runs (base_oe and sp, seeds 0 and 1), built once per test session."""
+    if not _STUDY:
+        root = tmp_path_factory.mktemp("study")
+        data = write_data(root)
+        states = {s: train_model(s) for s in (0, 1)}
+        runs = {f"{v}_s{s}": make_run(root, f"{v}_s{s}", v, s, states[s])
+                for v in ("base_oe", "sp") for s in (0, 1)}
+        _STUDY.update(root=root, data=data, runs=runs, states=states, cache={})
+    return _STUDY
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return build_study(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def evaluated(study):
+    from fastmix.evaluate import evaluate_run
+
+    out = {}
+    for name in ("base_oe_s0", "sp_s0"):
+        out[name] = evaluate_run(study["runs"][name], study["data"], study["cache"], seed=0)
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fpr95(id_s, ood_s):
+    y = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))]
+    fpr, tpr, _ = roc_curve(y, np.r_[id_s, ood_s], drop_intermediate=False)
+    return float(fpr[np.argmax(tpr >= 0.95 - 1e-12)])
+
+
+def _msp(z):
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return -(e / e.sum(1, keepdims=True)).max(1)
+
+
+def _xent(z):
+    z = z.astype(np.float64)
+    m = z.max(1)
+    return z.mean(1) - (m + np.log(np.exp(z - m[:, None]).sum(1)))
+
+
+def _nll(z, y, t):
+    a = z.astype(np.float64) / t
+    m = a.max(1, keepdims=True)
+    lp = a - m - np.log(np.exp(a - m).sum(1, keepdims=True))
+    return -lp[np.arange(len(y)), y].mean()
+
+
+def _ece(z, y, t, bins=15):
+    a = z.astype(np.float64) / t
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, correct = p.max(1), p.argmax(1) == y
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        m = (conf > lo) & (conf <= hi) if b else (conf <= hi)
+        if m.any():
+            total += m.sum() / len(y) * abs(correct[m].mean() - conf[m].mean())
+    return total
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_results_schema_and_files(study, evaluated):
+    res = evaluated["base_oe_s0"]
+    run = study["runs"]["base_oe_s0"]
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk["clean"] == res["clean"] and on_disk["ood"].keys() == res["ood"].keys()
+    for key in ("format", "variant", "seed", "convention", "inference", "clean", "mnist_c",
+                "ood", "ood_unavailable", "error_detection", "calibration", "summary", "notes"):
+        assert key in res, key
+    assert res["variant"] == "base_oe" and res["convention"]["positive_class"] == "ood"
+    assert set(res["ood"]) == {"fmnist_test", "gaussian_noise", "mnist_inverted"}
+    assert {"kmnist_test", "notmnist_test", "omniglot"} <= set(res["ood_unavailable"])
+    for entry in res["ood"].values():
+        assert set(entry["full"]) == {"msp", "xent", "energy", "maxlogit", "entropy"}
+        for s in entry["full"]:
+            assert set(entry["full"][s]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
+            assert set(entry["draws"][s]) == {"mean", "std"}
+        assert isinstance(entry["seen_in_training"], bool) and entry["seen_reason"]
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]  # atomic writes left nothing
+
+
+def test_accuracies_and_mnist_c_from_saved_logits(study, evaluated):
+    from fastmix.evaluate import load_logits
+
+    res = evaluated["base_oe_s0"]
+    lg = load_logits(study["runs"]["base_oe_s0"])
+    z, y = lg["mnist_test"]
+    assert z.dtype == np.float32 and z.shape == (600, 10)
+    assert res["clean"]["test_accuracy"] == pytest.approx(np.mean(z.argmax(1) == y), abs=0)
+    zv, yv = lg["mnist_val"]
+    assert res["clean"]["val_accuracy"] == pytest.approx(np.mean(zv.argmax(1) == yv), abs=0)
+    # the tiny model learned the task (5% of test labels are flipped on purpose)
+    assert res["clean"]["test_accuracy"] > 0.8
+    mc = res["mnist_c"]
+    assert mc["complete"] and mc["n_corruptions"] == 15 and mc["missing"] == []
+    assert list(mc["per_corruption"]) == list(CORRUPTIONS)
+    for c, acc in mc["per_corruption"].items():
+        zc, yc = lg[f"mnist_c/{c}"]
+        assert acc == np.mean(zc.argmax(1) == yc)
+    assert mc["mean"] == pytest.approx(np.mean(list(mc["per_corruption"].values())), abs=1e-15)
+    assert mc["drop"] == pytest.approx(res["clean"]["test_accuracy"] - mc["mean"], abs=1e-15)
+    assert mc["origin"] == "regenerated"
+    assert mc["origin_label"] == "regenerated by fastmix (generator mnist-c-1), seed 0"
+
+
+def test_ood_metrics_recomputed_with_sklearn(study, evaluated):
+    from fastmix.evaluate import load_logits
+
+    res = evaluated["base_oe_s0"]
+    lg = load_logits(study["runs"]["base_oe_s0"])
+    z_id = lg["mnist_test"][0]
+    for name, entry in res["ood"].items():
+        z_ood, y_ood = lg[name]
+        assert (y_ood == -1).all() and entry["count"] == len(z_ood)
+        for s, fn in (("msp", _msp), ("xent", _xent)):
+            si, so = fn(z_id), fn(z_ood)
+            yy = np.r_[np.zeros(len(si)), np.ones(len(so))]
+            got = entry["full"][s]
+            assert got["auroc"] == pytest.approx(roc_auc_score(yy, np.r_[si, so]), abs=1e-12)
+            assert got["aupr_out"] == pytest.approx(
+                average_precision_score(yy, np.r_[si, so]), abs=1e-12)
+            assert got["aupr_in"] == pytest.approx(
+                average_precision_score(1 - yy, -np.r_[si, so]), abs=1e-12)
+            assert got["fpr95"] == pytest.approx(_fpr95(si, so), abs=1e-12)
+            # OE protocol: n_ood = 200 of each set's >= 300 samples, 2 draws (smoke config)
+            rng = np.random.default_rng(0)
+            aurocs = []
+            for _ in range(2):
+                pick = np.sort(rng.choice(len(so), 200, replace=False))
+                y2 = np.r_[np.zeros(len(si)), np.ones(200)]
+                aurocs.append(roc_auc_score(y2, np.r_[si, so[pick]]))
+            assert entry["draws"][s]["mean"]["auroc"] == pytest.approx(np.mean(aurocs), abs=1e-12)
+            assert entry["draws"][s]["std"]["auroc"] == pytest.approx(np.std(aurocs), abs=1e-12)
+    # the OE-trained model separates its (seen) outlier family well
+    assert res["ood"]["fmnist_test"]["full"]["msp"]["auroc"] > 0.95
+
+
+def test_seen_in_training_follows_oe_and_family(evaluated):
+    oe, no_oe = evaluated["base_oe_s0"], evaluated["sp_s0"]
+    assert oe["ood"]["fmnist_test"]["seen_in_training"] is True
+    assert "fashion-mnist" in oe["ood"]["fmnist_test"]["seen_reason"]
+    assert oe["ood"]["gaussian_noise"]["seen_in_training"] is False
+    assert oe["ood"]["mnist_inverted"]["seen_in_training"] is False
+    assert not any(e["seen_in_training"] for e in no_oe["ood"].values())
+    assert "without Outlier Exposure" in no_oe["ood"]["fmnist_test"]["seen_reason"]
+    # held-out summary excludes the seen set
+    assert "fmnist_test" not in oe["summary"]["ood_held_out_sets"]
+    assert "fmnist_test" in no_oe["summary"]["ood_held_out_sets"]
+    assert any("impulse_noise" in n for n in no_oe["notes"])
+    assert not any("impulse_noise" in n for n in oe["notes"])
+
+
+def test_error_detection_and_calibration(study, evaluated):
+    from scipy.optimize import minimize_scalar
+
+    from fastmix.evaluate import load_logits
+
+    res = evaluated["base_oe_s0"]
+    lg = load_logits(study["runs"]["base_oe_s0"])
+    z, y = lg["mnist_test"]
+    zv, yv = lg["mnist_val"]
+    wrong = z.argmax(1) != y
+    assert res["error_detection"]["n_wrong"] == wrong.sum() > 0
+    assert res["error_detection"]["auroc"]["msp"] == pytest.approx(
+        roc_auc_score(wrong, _msp(z)), abs=1e-12)
+    cal = res["calibration"]
+    assert cal["fitted_on"] == "mnist_val"
+    opt = minimize_scalar(lambda lt: _nll(zv, yv, math.exp(lt)), bounds=(-3, 3),
+                          method="bounded", options={"xatol": 1e-9})
+    assert cal["temperature"] == pytest.approx(math.exp(opt.x), rel=1e-4)
+    assert _nll(zv, yv, cal["temperature"]) <= _nll(zv, yv, 1.0) + 1e-12
+    t = cal["temperature"]
+    assert cal["test"]["before"]["ece"] == pytest.approx(_ece(z, y, 1.0), abs=1e-12)
+    assert cal["test"]["after"]["ece"] == pytest.approx(_ece(z, y, t), abs=1e-12)
+    assert cal["test"]["after"]["nll"] == pytest.approx(_nll(z, y, t), abs=1e-12)
+    assert cal["test"]["after"]["temperature"] == t
+    assert set(cal["with_ood"]) == set(res["ood"])
+    assert cal["with_ood"]["fmnist_test"]["n_ood"] == 200
+    assert cal["with_ood_held_out_mean"]["sets"] == ["gaussian_noise", "mnist_inverted"]
+
+
+def test_predict_logits_bf16_close_to_fp32(study):
+    from converters.beton import read_beton
+    from fastmix.evaluate import predict_logits
+
+    model = build_model("convnet", 8)
+    model.load_state_dict(study["states"][0])
+    model.eval()
+    x, _ = read_beton(study["data"] / "mnist_test.beton")
+    z32 = predict_logits(model, x, 256, "cpu", "fp32")
+    z16 = predict_logits(model, x, 256, "cpu", "bf16")
+    ref = model.to(memory_format=torch.contiguous_format)(
+        torch.from_numpy(x).float().div(255).unsqueeze(1)).detach().numpy()
+    assert z32.dtype == z16.dtype == np.float32
+    np.testing.assert_allclose(z32, ref, rtol=1e-4, atol=1e-4)
+    assert np.mean(z16.argmax(1) == z32.argmax(1)) >= 0.99
+    assert np.abs(z16 - z32).max() < 0.05 * np.abs(z32).max()
+    # the fp32 head keeps the logits' resolution: no bf16 quantisation ties
+    assert len(np.unique(z16)) > 0.9 * z16.size
+
+
+def test_load_eval_sets_required_and_optional(study, tmp_path):
+    from fastmix.evaluate import load_eval_sets
+
+    sets = load_eval_sets(study["data"], ["gaussian_noise", "kmnist_test"])
+    assert set(sets) == {"mnist_test", "mnist_val", "gaussian_noise"}
+    assert "kmnist_test" in sets.unavailable and "manifest" in sets.unavailable["kmnist_test"]
+    assert sets["gaussian_noise"][0].shape == (300, 28, 28)
+    # a required set missing from the manifest: a clear DataError naming it
+    save_manifest(tmp_path, {"format": 1, "betons": {}})
+    with pytest.raises(DataError, match="mnist_test.*fastmix convert"):
+        load_eval_sets(tmp_path, [])
+    with pytest.raises(DataError, match="data folder not found"):
+        load_eval_sets(tmp_path / "nope", [])
+
+
+def test_mnist_c_origin_labels():
+    from fastmix.evaluate import mnist_c_origin
+
+    man = {"betons": {"mnist_c/a": {"meta": {"origin": "official"}},
+                      "mnist_c/b": {"meta": {"origin": "regenerated",
+                                             "generator_version": "mnist-c-1", "seed": 3}}}}
+    assert mnist_c_origin(man, ["mnist_c/a"])["label"].startswith("official")
+    reg = mnist_c_origin(man, ["mnist_c/b"])
+    assert reg["origin"] == "regenerated" and reg["seed"] == 3
+    assert reg["label"] == "regenerated by fastmix (generator mnist-c-1), seed 3"
+    assert mnist_c_origin(man, ["mnist_c/a", "mnist_c/b"])["origin"] == "mixed"
+
+
+def test_corruption_list_matches_generator():
+    from fastmix.evaluate import MNIST_C_CORRUPTIONS
+
+    assert MNIST_C_CORRUPTIONS == CORRUPTIONS
+
+
+def test_cli_eval_missing_run(tmp_path, capsys):
+    from fastmix.cli_eval import add_eval_args, run_eval
+
+    p = argparse.ArgumentParser()
+    add_eval_args(p)
+    rc = run_eval(p.parse_args([str(tmp_path / "no_such_run")]))
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "no_such_run" in err and "run directory not found" in err
+    # a run whose data folder is missing: also a clear message, not a traceback
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dumps(load_config("base", ["smoke"])))
+    rc = run_eval(p.parse_args([str(run)]))
+    assert rc != 0 and "checkpoint not found" in capsys.readouterr().err
