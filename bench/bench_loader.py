@@ -1,0 +1,382 @@
+"""Loader throughput: fastmix's FFCV + Numba pipelines against per-sample PyTorch baselines.
+
+Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--epochs 3]
+       [--baseline-n 8192] [--threads 1 2] [--raw DIR] [--no-latency] [--json [PATH]]
+       [--preview PATH]
+
+For the pipelines none / sp / pixmix it prints images/second of
+* fastmix: ``fastmix.loader.make_train_loader`` over a beton of ``--n`` MNIST training images
+  (../shared/data/mnist beside the checkout, or ``--raw``; random digit-like images otherwise),
+  at every Numba thread count of ``--threads``;
+* the baseline: ``bench/baseline_loader.py``, the reference's way (per-sample Pillow ops and NumPy
+  mixing in a ``Dataset``, a torch ``DataLoader`` with 2 worker processes), over the first
+  ``--baseline-n`` images (its speed per image does not depend on the dataset size).
+Each figure is the median over ``--epochs`` epochs after one warm-up epoch; the consumer only
+counts the batches. It also measures the time to the first PixMix batch in a fresh process with an
+empty Numba cache (cold: JIT compilation) and again with that cache filled (warm), and records the
+load average, because other processes on a shared machine slow every figure down.
+
+``run_loader_bench(...)`` returns the same results as a dict (for ``fastmix bench loader``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make fastmix, converters and bench importable
+    sys.path.insert(0, str(REPO))
+
+VARIANTS = ("none", "sp", "pixmix")
+DEFAULT_RAW = REPO.parent / "shared" / "data"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """uint8 (N, H, W) from a gzipped IDX file (MNIST format: magic 0x00000803, big-endian dims)."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != 0x803:
+        raise ValueError(f"{path}: not an IDX uint8 3-d file (magic {magic:#x})")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3)]
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(dims)
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if int.from_bytes(raw[:4], "big") != 0x801:
+        raise ValueError(f"{path}: not an IDX uint8 1-d file")
+    return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
+
+
+def load_images(n: int, raw_dir: Path | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``n`` MNIST training images and labels, or random digit-like images."""
+    root = Path(raw_dir) if raw_dir is not None else DEFAULT_RAW
+    img_path = root / "mnist" / "train-images-idx3-ubyte.gz"
+    lab_path = root / "mnist" / "train-labels-idx1-ubyte.gz"
+    if img_path.is_file() and lab_path.is_file():
+        images, labels = read_idx_images(img_path), read_idx_labels(lab_path)
+        if len(images) >= n:
+            return images[:n].copy(), labels[:n].copy(), f"MNIST ({img_path})"
+    g = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        y, x = g.integers(3, 10, 2)
+        blob = g.integers(0, 256, (16, 10)) * (g.random((16, 10)) < 0.6)
+        images[i, y : y + 16, x : x + 10] = blob
+    return images, g.integers(0, 10, n), "random digit-like images (MNIST not found)"
+
+
+def make_bank(m: int = 1000, size: int = 32, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Mixing pictures: converters.fractals when available, else smooth random patterns."""
+    try:
+        from converters.fractals import generate_fractals
+
+        return generate_fractals(m, size=size, seed=seed), "converters.fractals.generate_fractals"
+    except Exception:  # the fractal generator is another module's; any pictures will do here
+        g = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        bank = np.empty((m, size, size), np.uint8)
+        for i in range(m):
+            f = g.uniform(1, 12, (3, 2))
+            phase = g.uniform(0, 6, 3)
+            v = sum(np.sin(2 * np.pi * (f[j, 0] * xx + f[j, 1] * yy) + phase[j]) for j in range(3))
+            bank[i] = np.clip(127.5 + 42.5 * v, 0, 255).astype(np.uint8)
+        return bank, "random sinusoid patterns (converters.fractals unavailable)"
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, all threads (clock_gettime, fine-grained),
+    plus its live child processes -- the baseline's DataLoader workers -- via psutil (10 ms
+    ticks) when psutil is installed."""
+    total = time.process_time()
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil ships beside torch here
+        return total
+    for p in psutil.Process().children(recursive=True):
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def time_epochs(make_iter: Callable[[], Iterable], epochs: int, warmup: int = 1) -> dict:
+    """Per timed epoch (after ``warmup`` untimed ones): images per wall-clock second and per
+    CPU second. The second is robust to other load on a shared machine; the first is what a
+    training run sees."""
+    rates, cpu_rates = [], []
+    for e in range(warmup + epochs):
+        c0 = cpu_seconds()
+        t0 = time.perf_counter()
+        n = 0
+        for batch in make_iter():
+            n += len(batch[1])
+        dt = time.perf_counter() - t0
+        dc = cpu_seconds() - c0
+        if e >= warmup:
+            rates.append(n / dt)
+            cpu_rates.append(n / dc if dc > 0 else float("nan"))
+    return {
+        "img_per_s": statistics.median(rates),
+        "img_per_cpu_s": statistics.median(cpu_rates),
+        "epochs": [round(r, 1) for r in rates],
+    }
+
+
+def bench_ffcv(beton: Path, variant: str, threads: int, bank: np.ndarray, batch_size: int,
+               epochs: int) -> dict:  # fmt: skip
+    from fastmix.loader import make_train_loader
+
+    loader = make_train_loader(beton, variant, batch_size, seed=0, fractal_bank=bank,
+                               num_workers=threads)  # fmt: skip
+    return time_epochs(lambda: loader, epochs)
+
+
+def bench_baseline(variant: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray,
+                   batch_size: int, epochs: int, workers: int) -> dict:  # fmt: skip
+    from bench.baseline_loader import make_baseline_loader
+
+    loader = make_baseline_loader(variant, images, labels, bank, batch_size, workers)
+    return time_epochs(lambda: loader, epochs)  # the workers exit with the loader
+
+
+_LATENCY_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import numpy as np
+    from fastmix.loader import make_train_loader
+    t1 = time.perf_counter()
+    bank = np.load(sys.argv[2])
+    loader = make_train_loader(sys.argv[1], "pixmix", int(sys.argv[3]), seed=0,
+                               fractal_bank=bank, num_workers=int(sys.argv[4]))
+    t2 = time.perf_counter()
+    next(iter(loader))
+    t3 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "loader_s": t2 - t1, "first_batch_s": t3 - t2,
+                      "total_s": t3 - t0}))
+    """
+)
+
+
+def first_batch_latency(beton: Path, bank_npy: Path, batch_size: int, threads: int) -> dict:
+    """Time to the first PixMix batch in a fresh process: cold (empty Numba cache) and warm."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        for name in ("cold", "warm"):
+            res = subprocess.run(
+                [sys.executable, "-c", _LATENCY_CHILD, str(beton), str(bank_npy),
+                 str(batch_size), str(threads)],
+                env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+            )  # fmt: skip
+            times = json.loads(res.stdout.strip().splitlines()[-1])
+            out[name] = {k: round(v, 3) for k, v in times.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------- preview
+
+
+def write_preview(path: Path, images: np.ndarray, bank: np.ndarray, n: int = 12) -> None:
+    """PNG grid: originals, salt-and-pepper, PixMix at epochs 0 and 1, PixMix with all ops."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastmix import kernels as K
+
+    x = np.ascontiguousarray(images[:n])
+    idx = np.arange(n, dtype=np.int64)
+    rows = {"original": x.astype(np.float32) / 255}
+    out = np.empty(x.shape, np.float32)
+    K.salt_pepper_batch(x, idx, out, 0, 0, K.SP_AMOUNT)
+    rows[f"S&P {K.SP_AMOUNT:g}"] = out.copy()
+    for epoch in (0, 1):
+        K.pixmix_batch(x, idx, bank, out, 0, epoch, 4, 3.0, 3.0, K.N_OPS_BASIC)
+        rows[f"PixMix ep {epoch}"] = out.copy()
+    K.pixmix_batch(x, idx, bank, out, 0, 2, 4, 3.0, 3.0, K.N_OPS_ALL)
+    rows["PixMix all-ops"] = out.copy()
+    rows["bank crops"] = bank[:n, 2:30, 2:30].astype(np.float32) / 255
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_loader_bench(
+    n: int = 55_000,
+    batch_size: int = 512,
+    epochs: int = 3,
+    threads: Sequence[int] = (1, 2),
+    variants: Sequence[str] = VARIANTS,
+    baseline_n: int = 8192,
+    baseline_workers: int = 2,
+    bank_size: int = 1000,
+    raw_dir: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    latency: bool = True,
+    preview: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the loader benchmark; return {config, data, baseline, ffcv, speedup_vs_baseline,
+    cpu_efficiency_vs_baseline, thread_scaling, first_batch, loadavg, preview}.
+
+    ``ffcv[variant][threads]`` and ``baseline[variant]`` hold ``img_per_s`` (median wall-clock
+    images/second over the timed epochs), ``img_per_cpu_s`` (images per CPU-second of this
+    process and its workers) and the per-epoch wall-clock rates."""
+    from converters.beton import write_beton
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = [t for t in threads if 1 <= t <= cpus]
+    res: dict = {
+        "config": {
+            "n": n,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "threads": threads,
+            "baseline_n": baseline_n,
+            "baseline_workers": baseline_workers,
+            "bank_size": bank_size,
+            "cpus": cpus,
+        },  # fmt: skip
+        "loadavg": {"start": os.getloadavg()},
+    }
+    images, labels, source = load_images(n, raw_dir)
+    bank, bank_source = make_bank(bank_size)
+    res["data"] = {"images": source, "bank": bank_source}
+    log(f"data: {len(images)} images from {source}; bank {bank.shape} from {bank_source}")
+    tmp = tempfile.TemporaryDirectory(prefix="bench-loader-") if workdir is None else None
+    wd = Path(workdir) if workdir is not None else Path(tmp.name)
+    try:
+        beton = wd / "bench_train.beton"
+        write_beton(beton, images, labels)
+        bank_npy = wd / "bench_bank.npy"
+        np.save(bank_npy, bank)
+
+        # Baselines first: their worker processes fork before any Numba thread pool exists.
+        res["baseline"] = {}
+        for v in variants:
+            r = bench_baseline(v, images[:baseline_n], labels[:baseline_n], bank, batch_size,
+                               epochs, baseline_workers)  # fmt: skip
+            res["baseline"][v] = r
+            log(
+                f"baseline {v:7s} {baseline_workers} workers: {r['img_per_s']:>10,.0f} img/s "
+                f"({r['img_per_cpu_s']:>9,.0f} img per CPU-s)"
+            )
+        res["ffcv"] = {}
+        for v in variants:
+            res["ffcv"][v] = {}
+            for t in threads:
+                r = bench_ffcv(beton, v, t, bank, batch_size, epochs)
+                res["ffcv"][v][str(t)] = r
+                log(
+                    f"fastmix  {v:7s} {t} thread(s): {r['img_per_s']:>10,.0f} img/s "
+                    f"({r['img_per_cpu_s']:>9,.0f} img per CPU-s)"
+                )
+        res["speedup_vs_baseline"] = {
+            v: max(r["img_per_s"] for r in res["ffcv"][v].values())
+            / res["baseline"][v]["img_per_s"]
+            for v in variants
+        }
+        res["cpu_efficiency_vs_baseline"] = {
+            v: max(r["img_per_cpu_s"] for r in res["ffcv"][v].values())
+            / res["baseline"][v]["img_per_cpu_s"]
+            for v in variants
+        }
+        if 1 in threads and 2 in threads:
+            res["thread_scaling"] = {
+                v: res["ffcv"][v]["2"]["img_per_s"] / res["ffcv"][v]["1"]["img_per_s"]
+                for v in variants
+            }
+        res["loadavg"]["after_throughput"] = os.getloadavg()
+        if latency:
+            res["first_batch"] = first_batch_latency(beton, bank_npy, batch_size, max(threads))
+            for k, r in res["first_batch"].items():
+                log(f"first PixMix batch, {k} Numba cache: {r['first_batch_s']:.2f} s "
+                    f"(+ import {r['import_s']:.2f} s, loader {r['loader_s']:.2f} s)")  # fmt: skip
+        if preview is not None:
+            write_preview(Path(preview), images, bank)
+            res["preview"] = str(preview)
+            log(f"preview: {preview}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    res["loadavg"]["end"] = os.getloadavg()
+    for v, s in res["speedup_vs_baseline"].items():
+        scaling = res.get("thread_scaling", {}).get(v)
+        extra = f", 2 vs 1 thread {scaling:.2f}x" if scaling else ""
+        eff = res["cpu_efficiency_vs_baseline"][v]
+        log(f"{v:7s}: fastmix / baseline {s:.1f}x wall-clock, {eff:.1f}x per CPU-s{extra}")
+    log(f"load average (1 min) start / end: {res['loadavg']['start'][0]:.2f} / "
+        f"{res['loadavg']['end'][0]:.2f} on {cpus} CPUs")  # fmt: skip
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=55_000, help="images in the beton")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per figure (median)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")
+    ap.add_argument("--baseline-workers", type=int, default=2)
+    ap.add_argument("--raw", default=None, help="folder holding mnist/ (default ../shared/data)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the cold/warm JIT timing")
+    ap.add_argument("--json", nargs="?", const="-", default=None,
+                    help="write the results as JSON to PATH (stdout without PATH)")  # fmt: skip
+    ap.add_argument("--preview", default=None, help="PNG grid of augmented samples")
+    a = ap.parse_args(argv)
+    quiet = a.json == "-"
+    res = run_loader_bench(
+        n=a.n, batch_size=a.batch_size, epochs=a.epochs, threads=a.threads, variants=a.variants,
+        baseline_n=min(a.baseline_n, a.n), baseline_workers=a.baseline_workers, raw_dir=a.raw,
+        latency=not a.no_latency, preview=a.preview,
+        log=(lambda s: print(s, file=sys.stderr)) if quiet else print,
+    )  # fmt: skip
+    if a.json == "-":
+        print(json.dumps(res, indent=2))
+    elif a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

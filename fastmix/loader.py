@@ -1,0 +1,334 @@
+"""FFCV loaders for training, evaluation and Outlier Exposure.
+
+Every loader yields ``(images, labels)``: images a float32 torch tensor (B, 1, H, W) in [0, 1],
+labels int64 (B,). That is the model-input convention of the whole project: normalisation
+((x - 0.5) / 0.5, as the PixMix reference) is NOT done here but as the model's fixed first step,
+so training, evaluation and every OOD set share one input format. ``to_model_input`` converts raw
+uint8 arrays (for instance an OOD set held in memory) to the same format.
+
+Epochs. ``EpochLoader`` wraps an FFCV ``Loader``: each ``iter()`` is one epoch. Its number is
+FFCV's ``next_epoch`` counter (0 first); it seeds the RANDOM order (``seed + epoch``) and reaches
+the augmentation ops through ``set_epoch`` before FFCV starts the epoch (see ``fastmix.ops``).
+``set_epoch(e)`` resumes at epoch ``e``. Starting an epoch first stops an unfinished iterator of
+the previous one.
+
+Buffers. FFCV reuses its output buffers (``batches_ahead + 2`` slots): a batch stays valid only
+until a few more batches have been drawn. The fastmix training loop consumes each batch before
+asking for the next; ``.clone()`` a batch you keep longer.
+
+Threads. ``num_workers`` is the number of Numba threads that decode and augment each batch (at
+most the CPU count; default min(2, CPUs)). FFCV also sets torch's intra-op thread count to
+``num_workers`` -- to 1 when ffcv is imported, again at every Loader construction and at the start
+of every epoch (``Compiler.set_num_threads``). The loaders here put it back to ``torch_threads``
+(default: all usable CPUs; 0 leaves it alone) after construction and after each epoch's first
+batch, when FFCV's worker thread has made its change; ``set_torch_threads`` is the helper.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from ffcv.fields import IntField, NDArrayField
+from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.reader import Reader
+from ffcv.transforms import ToDevice, ToTensor
+
+from converters.errors import DataError
+from fastmix import kernels
+from fastmix.errors import ConfigError
+from fastmix.ops import PixMix, SaltPepper, ToUnitFloat, _EpochOp
+
+VARIANTS = ("none", "sp", "pixmix")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count to ``n`` (default: all usable CPUs) and return it.
+
+    Needed because ffcv lowers it: ``import ffcv`` sets it to 1, and every Loader construction and
+    epoch start set it to the loader's ``num_workers``.
+    """
+    n = usable_cpus() if n is None else int(n)
+    if n < 1:
+        raise ConfigError(f"torch threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
+def to_model_input(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, 1, H, W), NumPy or torch, -> float32 (N, 1, H, W) = x / 255."""
+    t = torch.as_tensor(x)
+    if t.dtype != torch.uint8 or t.ndim not in (3, 4) or (t.ndim == 4 and t.shape[1] != 1):
+        raise DataError(
+            f"to_model_input: expected uint8 (N, H, W) images, got {t.dtype} {tuple(t.shape)}"
+        )
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    return t.to(torch.float32).div_(255.0)
+
+
+class EpochLoader:
+    """One FFCV epoch per ``iter()``: batches ``(images float32 (B,1,H,W), labels int64 (B,))``."""
+
+    def __init__(self, loader: Loader, ops: list[_EpochOp], torch_threads: int | None) -> None:
+        self.loader = loader
+        self.ops = ops
+        self.torch_threads = torch_threads
+        self._active = None  # the FFCV EpochIterator of the current epoch
+        self._restore_threads()
+
+    @property
+    def batch_size(self) -> int:
+        return self.loader.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next ``iter()`` runs (0-based)."""
+        return int(self.loader.next_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` run epoch ``epoch`` (order and augmentation), e.g. to resume."""
+        if int(epoch) < 0:
+            raise ConfigError(f"epoch must be >= 0, got {epoch}")
+        self.loader.next_epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _restore_threads(self) -> None:
+        if self.torch_threads != 0:
+            set_torch_threads(self.torch_threads)
+
+    def _stop_previous(self) -> None:
+        """Stop an unfinished FFCV epoch before the next one starts.
+
+        FFCV's worker thread notices ``close()`` only when its output queue is full, and at the
+        end of an epoch it blocks on a full queue forever; taking one queued batch at a time
+        lets it reach either point, so it exits after at most a few more batches.
+        """
+        it, self._active = self._active, None
+        if it is None:
+            return
+        it.close()
+        while it.is_alive():
+            it.join(timeout=0.6)
+            if it.is_alive():
+                try:
+                    it.output_queue.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._stop_previous()
+        epoch = self.epoch
+        for op in self.ops:
+            op.set_epoch(epoch)
+        self._active = iter(self.loader)  # FFCV starts computing batches right away
+        return self._batches(self._active)
+
+    def _batches(self, it) -> Iterator[Batch]:
+        first = True
+        for images, labels in it:
+            if first:
+                self._restore_threads()  # FFCV's worker thread reset it before this batch
+                first = False
+            yield images, labels.view(-1)
+
+
+def cycle(loader: EpochLoader) -> Iterator[Batch]:
+    """Endless batches from ``loader``, one epoch after another (each with its own order and
+    augmentation). For Outlier Exposure: ``zip(train_loader, cycle(outlier_loader))`` lets the
+    in-distribution loader set the epoch length while the outlier stream carries on where it was."""
+    if len(loader) == 0:
+        raise ConfigError(
+            f"outlier loader has no full batch of {loader.batch_size} (fewer samples than a batch)"
+        )
+    while True:
+        yield from loader
+
+
+def _check_beton(beton: str | os.PathLike) -> Path:
+    path = Path(beton)
+    if not path.is_file():
+        raise DataError(f"{path}: beton not found")
+    return path
+
+
+def _check_workers(num_workers: int | None) -> int:
+    cpus = usable_cpus()
+    if num_workers is None:
+        return max(1, min(2, cpus))
+    if (
+        isinstance(num_workers, bool)
+        or not isinstance(num_workers, int)
+        or not 1 <= num_workers <= cpus
+    ):
+        raise ConfigError(
+            f"num_workers must be an integer in [1, {cpus}] (the CPU count), got {num_workers!r}"
+        )
+    return num_workers
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def _check_fields(path: Path) -> None:
+    """DataError unless the beton reads and has fields image (uint8 (H, W)) and label (int)."""
+    try:
+        handlers = Reader(str(path)).handlers
+    except Exception as e:  # a truncated or foreign file fails in many ways inside ffcv
+        raise DataError(f"{path}: not a readable FFCV beton ({type(e).__name__}: {e})") from e
+    image, label = handlers.get("image"), handlers.get("label")
+    if not isinstance(image, NDArrayField) or not isinstance(label, IntField):
+        found = {k: type(v).__name__ for k, v in handlers.items()}
+        raise DataError(
+            f"{path}: expected fields image (NDArrayField) and label (IntField), got {found}"
+        )
+    if np.dtype(image.dtype) != np.uint8 or len(image.shape) != 2:
+        raise DataError(
+            f"{path}: image field must be uint8 (H, W), got {image.dtype} {image.shape}"
+        )
+
+
+def _build(
+    beton: str | os.PathLike,
+    image_op,
+    batch_size: int,
+    num_workers: int | None,
+    order: OrderOption,
+    seed: int | None,
+    drop_last: bool,
+    distributed: bool,
+    device: str | torch.device,
+    batches_ahead: int,
+    torch_threads: int | None,
+) -> EpochLoader:
+    path = _check_beton(beton)
+    workers = _check_workers(num_workers)
+    batch_size = _check_batch_size(batch_size)
+    dev = torch.device(device)
+    tail = [] if dev.type == "cpu" else [ToDevice(dev, non_blocking=True)]
+    pipelines = {
+        "image": [NDArrayDecoder(), image_op, ToTensor(), *tail],
+        "label": [IntDecoder(), ToTensor(), *tail],
+    }
+    _check_fields(path)
+    loader = Loader(
+        str(path),
+        batch_size=batch_size,
+        num_workers=workers,
+        order=order,
+        seed=seed,
+        drop_last=drop_last,
+        distributed=distributed,
+        pipelines=pipelines,
+        batches_ahead=batches_ahead,
+    )
+    ops = [image_op] if isinstance(image_op, _EpochOp) else []
+    return EpochLoader(loader, ops, torch_threads)
+
+
+def make_image_op(
+    variant: str,
+    seed: int,
+    fractal_bank: np.ndarray | None = None,
+    pixmix_k: int = kernels.PIXMIX_K,
+    pixmix_beta: float = kernels.PIXMIX_BETA,
+    aug_severity: float = kernels.AUG_SEVERITY,
+    all_ops: bool = False,
+    sp_amount: float = kernels.SP_AMOUNT,
+):
+    """The FFCV op of a training variant: "none" -> ToUnitFloat, "sp" -> SaltPepper,
+    "pixmix" -> PixMix (needs ``fractal_bank``)."""
+    if variant == "none":
+        return ToUnitFloat()
+    if variant == "sp":
+        return SaltPepper(seed, sp_amount)
+    if variant == "pixmix":
+        if fractal_bank is None:
+            raise ConfigError(
+                "variant 'pixmix' needs a fractal_bank (uint8 (M, S, S) mixing pictures)"
+            )
+        return PixMix(fractal_bank, seed, pixmix_k, pixmix_beta, aug_severity, all_ops)
+    raise ConfigError(f"unknown augmentation variant {variant!r}; valid: {', '.join(VARIANTS)}")
+
+
+def make_train_loader(
+    beton: str | os.PathLike,
+    variant: str,
+    batch_size: int,
+    seed: int,
+    fractal_bank: np.ndarray | None = None,
+    num_workers: int | None = None,
+    drop_last: bool = True,
+    distributed: bool = False,
+    *,
+    pixmix_k: int = kernels.PIXMIX_K,
+    pixmix_beta: float = kernels.PIXMIX_BETA,
+    aug_severity: float = kernels.AUG_SEVERITY,
+    all_ops: bool = False,
+    sp_amount: float = kernels.SP_AMOUNT,
+    device: str | torch.device = "cpu",
+    batches_ahead: int = 3,
+    torch_threads: int | None = None,
+) -> EpochLoader:
+    """Training loader: random order (FFCV RANDOM, ``seed + epoch``), augmentation ``variant``
+    ("none" | "sp" | "pixmix") seeded per sample by (seed, epoch, index).
+
+    Yields float32 (B, 1, H, W) images in [0, 1] and int64 (B,) labels; see the module doc for
+    epochs, buffers and threads.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown augmentation variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    op = make_image_op(variant, seed, fractal_bank, pixmix_k, pixmix_beta, aug_severity,
+                       all_ops, sp_amount)  # fmt: skip
+    return _build(beton, op, batch_size, num_workers, OrderOption.RANDOM, int(seed), drop_last,
+                  distributed, device, batches_ahead, torch_threads)  # fmt: skip
+
+
+def make_eval_loader(
+    beton: str | os.PathLike,
+    batch_size: int,
+    num_workers: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    torch_threads: int | None = None,
+) -> EpochLoader:
+    """Evaluation loader: sequential order, no augmentation, last partial batch kept."""
+    return _build(beton, ToUnitFloat(), batch_size, num_workers, OrderOption.SEQUENTIAL, 0,
+                  False, False, device, 3, torch_threads)  # fmt: skip
+
+
+def make_outlier_loader(
+    beton: str | os.PathLike,
+    batch_size: int,
+    seed: int,
+    variant: str = "none",
+    fractal_bank: np.ndarray | None = None,
+    num_workers: int | None = None,
+    distributed: bool = False,
+    **aug,
+) -> EpochLoader:
+    """Outlier Exposure loader: its own ``seed``, a new random order every epoch
+    (``seed + epoch``), full batches only; outliers are not augmented unless ``variant`` says
+    so (``aug``: the keyword options of ``make_train_loader``). Labels are passed as stored
+    (-1 for outliers). Use ``cycle(loader)`` to draw from it without epoch boundaries."""
+    return make_train_loader(beton, variant, batch_size, seed, fractal_bank, num_workers,
+                             True, distributed, **aug)  # fmt: skip

@@ -1,0 +1,189 @@
+"""fastmix.ops / fastmix.loader through the real FFCV Loader on small betons written by
+converters.beton.write_beton. Labels of the training beton are the sample indices, so batches
+can be matched to samples and to the kernels whatever the order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ffcv.pipeline.compiler import Compiler
+
+from converters.beton import write_beton
+from converters.errors import DataError
+from fastmix import kernels as K
+from fastmix.errors import ConfigError
+from fastmix.loader import (
+    cycle,
+    make_eval_loader,
+    make_outlier_loader,
+    make_train_loader,
+    set_torch_threads,
+    to_model_input,
+)
+
+N = 72
+BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("betons")
+    g = np.random.default_rng(0)
+    images = np.zeros((N, 28, 28), np.uint8)
+    for i in range(N):
+        y, x = g.integers(2, 12, 2)
+        images[i, y : y + 14, x : x + 12] = g.integers(40, 256, (14, 12))
+    train = d / "train.beton"
+    write_beton(train, images, np.arange(N, dtype=np.int64))
+    outliers = g.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    out_path = d / "outliers.beton"
+    write_beton(out_path, outliers, np.full(40, -1, np.int64))
+    bank = g.integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    return {"train": train, "images": images, "outliers": out_path, "bank": bank}
+
+
+def _epoch(loader):
+    """One epoch as (images (n,1,28,28), labels (n,)) in visiting order (batches cloned)."""
+    xs, ys = [], []
+    for x, y in loader:
+        assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
+        assert y.dtype == torch.int64 and y.shape == (x.shape[0],)
+        xs.append(x.clone())
+        ys.append(y.clone())
+    return torch.cat(xs).numpy(), torch.cat(ys).numpy()
+
+
+def _by_index(x, y):
+    order = np.argsort(y)
+    return x[order], y[order]
+
+
+def _kernel(variant, data, labels, seed, epoch):
+    images = data["images"][labels]
+    out = np.empty(images.shape, np.float32)
+    idx = labels.astype(np.int64)
+    if variant == "pixmix":
+        K.pixmix_batch(images, idx, data["bank"], out, seed, epoch, 4, 3.0, 3.0, K.N_OPS_BASIC)
+    else:
+        K.salt_pepper_batch(images, idx, out, seed, epoch, K.SP_AMOUNT)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["pixmix", "sp"])
+def test_train_loader_applies_kernel_with_the_right_epoch(data, variant):
+    loader = make_train_loader(data["train"], variant, BATCH, seed=3, fractal_bank=data["bank"])
+    assert len(loader) == N // BATCH
+    seen = []
+    for epoch in range(2):
+        assert loader.epoch == epoch
+        x, y = _epoch(loader)
+        assert len(y) == len(loader) * BATCH and len(set(y)) == len(y)  # drop_last, no repeats
+        assert x.min() >= 0.0 and x.max() <= 1.0
+        np.testing.assert_array_equal(x[:, 0], _kernel(variant, data, y, 3, epoch))
+        seen.append(dict(zip(y.tolist(), x, strict=True)))
+    common = sorted(set(seen[0]) & set(seen[1]))
+    changed = [not np.array_equal(seen[0][i], seen[1][i]) for i in common]
+    assert np.mean(changed) > 0.8  # the epoch reached the kernel
+    loader.set_epoch(7)
+    x, y = _epoch(loader)
+    np.testing.assert_array_equal(x[:, 0], _kernel(variant, data, y, 3, 7))
+
+
+def test_jit_off_gives_the_same_batches(data):
+    on = _epoch(
+        make_train_loader(data["train"], "pixmix", BATCH, seed=5, fractal_bank=data["bank"])
+    )
+    Compiler.set_enabled(False)
+    try:
+        loader = make_train_loader(
+            data["train"], "pixmix", BATCH, seed=5, fractal_bank=data["bank"]
+        )
+        off = _epoch(loader)
+    finally:
+        Compiler.set_enabled(True)
+    np.testing.assert_array_equal(on[1], off[1])
+    np.testing.assert_array_equal(on[0], off[0])
+
+
+def test_same_seed_same_batches_other_seed_other_order(data):
+    a = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=11))
+    b = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=11))
+    c = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=12))
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_thread_count_does_not_change_samples(data):
+    runs = {}
+    for workers in (1, 2):
+        loader = make_train_loader(
+            data["train"], "pixmix", BATCH, seed=2, fractal_bank=data["bank"], num_workers=workers
+        )
+        runs[workers] = _by_index(*_epoch(loader))
+    np.testing.assert_array_equal(runs[1][1], runs[2][1])
+    np.testing.assert_array_equal(runs[1][0], runs[2][0])
+
+
+def test_none_variant_and_eval_loader_return_the_stored_images(data):
+    x, y = _by_index(*_epoch(make_train_loader(data["train"], "none", BATCH, seed=0)))
+    np.testing.assert_array_equal(x[:, 0], data["images"][y].astype(np.float32) / np.float32(255))
+    ev = make_eval_loader(data["train"], 30)
+    sizes = [len(yb) for _, yb in ev]
+    assert sizes == [30, 30, 12]  # sequential, last partial batch kept
+    x, y = _epoch(ev)
+    np.testing.assert_array_equal(y, np.arange(N))
+    np.testing.assert_array_equal(np.rint(x[:, 0] * 255).astype(np.uint8), data["images"])
+    np.testing.assert_array_equal(x, to_model_input(data["images"]).numpy())
+
+
+def test_outlier_loader_labels_order_and_cycling(data):
+    loader = make_outlier_loader(data["outliers"], 8, seed=9)
+    assert len(loader) == 5
+    e0, e1 = _epoch(loader), _epoch(loader)
+    assert np.all(e0[1] == -1) and np.all(e1[1] == -1)
+    assert not np.array_equal(e0[0], e1[0])  # a new order every epoch
+    assert sorted(map(bytes, e0[0])) == sorted(map(bytes, e1[0]))  # same samples (40 = 5 x 8)
+    stream = cycle(make_outlier_loader(data["outliers"], 8, seed=9))
+    batches = [next(stream)[0].clone() for _ in range(12)]  # crosses two epoch boundaries
+    np.testing.assert_array_equal(torch.cat(batches[:5]).numpy(), e0[0])
+    np.testing.assert_array_equal(torch.cat(batches[5:10]).numpy(), e1[0])
+
+
+def test_unfinished_epoch_then_next_epoch(data):
+    loader = make_train_loader(data["train"], "sp", BATCH, seed=4)
+    it = iter(loader)
+    next(it)  # abandon epoch 0 after one batch
+    x, y = _epoch(loader)
+    np.testing.assert_array_equal(x[:, 0], _kernel("sp", data, y, 4, 1))
+
+
+def test_torch_threads_restored_after_ffcv_changes_them(data):
+    set_torch_threads(1)
+    loader = make_train_loader(data["train"], "none", BATCH, seed=0, num_workers=1,
+                               torch_threads=2)  # fmt: skip
+    assert torch.get_num_threads() == 2
+    for _ in loader:
+        assert torch.get_num_threads() == 2
+    set_torch_threads()
+
+
+def test_errors_name_the_fault(data, tmp_path):
+    with pytest.raises(ConfigError, match="none, sp, pixmix"):
+        make_train_loader(data["train"], "mixup", BATCH, seed=0)
+    with pytest.raises(ConfigError, match="fractal_bank"):
+        make_train_loader(data["train"], "pixmix", BATCH, seed=0)
+    with pytest.raises(ConfigError, match="num_workers"):
+        make_train_loader(data["train"], "none", BATCH, seed=0, num_workers=10_000)
+    with pytest.raises(DataError, match="missing.beton"):
+        make_eval_loader(tmp_path / "missing.beton", BATCH)
+    with pytest.raises(DataError, match="smaller than the images"):
+        make_train_loader(data["train"], "pixmix", BATCH, seed=0, fractal_bank=data["bank"][:, :20])
+    with pytest.raises(ConfigError, match="aug_severity"):
+        make_train_loader(data["train"], "pixmix", BATCH, seed=0, fractal_bank=data["bank"],
+                          aug_severity=11)  # fmt: skip
+    bad = tmp_path / "bad.beton"
+    bad.write_bytes(b"not a beton")
+    with pytest.raises(DataError, match="bad.beton"):
+        make_eval_loader(bad, BATCH)
