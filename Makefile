@@ -66,7 +66,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) -m fastmix bench all $(RAW_FLAG) --data $(DATA_DIR)
+	@mkdir -p bench/out
+	$(PY) -m fastmix bench all $(RAW_FLAG) --data $(DATA_DIR) --json bench/out/bench.json
 
 clean-data:
 	rm -rf $(DATA_DIR)

@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fastmix.bench import add_bench_args, run_bench
 from fastmix.cli_convert import add_convert_args, run_convert
 from fastmix.cli_eval import add_eval_args, add_report_args, run_eval, run_report
 from fastmix.cli_run import add_run_args, run_all
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(sub.add_parser("train", help="train one variant or all six"))
     add_eval_args(sub.add_parser("eval", help="evaluate trained runs"))
     add_report_args(sub.add_parser("report", help="report.md + plots from evaluated runs"))
+    add_bench_args(sub.add_parser("bench", help="throughput vs the baselines"))
     add_run_args(sub.add_parser("run", help="convert + train all + eval + report"))
     return parser
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"convert": run_convert, "train": run_train, "eval": run_eval,
-                "report": run_report, "run": run_all}
+                "report": run_report, "bench": run_bench, "run": run_all}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

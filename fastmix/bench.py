@@ -1,0 +1,101 @@
+"""``fastmix bench``: throughput side by side with the baselines users would otherwise run.
+
+    fastmix bench loader   FFCV + Numba pipelines vs a torch DataLoader with per-sample PIL ops
+    fastmix bench train    training images/s per variant, PixMix vs none, eager vs compiled
+    fastmix bench e2e      whole training runs: fastmix vs the OE reference's loop, equal epochs
+    fastmix bench all      all three
+
+Every figure is measured in this process, side by side with its baseline; ``--json PATH``
+writes a machine-readable record including the machine (CPU, cores, GPU, library versions).
+The benchmark code lives in the repository's ``bench/`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastmix.config import VARIANTS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine_info() -> dict:
+    """CPU model, cores, GPU and library versions, for every benchmark record."""
+    import ffcv
+    import numba
+    import numpy
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    from fastmix.device import cpu_has_amx_bf16
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": cpu_has_amx_bf16(), "gpu": gpu,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "ffcv": getattr(ffcv, "__version__", "1.0.2"), "numba": numba.__version__,
+            "numpy": numpy.__version__, "loadavg": os.getloadavg(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("which", choices=["loader", "train", "e2e", "all"])
+    p.add_argument("--data", default="data", help="betons folder (train / e2e)")
+    p.add_argument("--raw", action="append", default=[], help="raw data folder (loader)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="train benchmark variants")
+    p.add_argument("--e2e-variants", default="pixmix", help="end-to-end variants")
+    p.add_argument("--e2e-epochs", type=int, default=1)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per window (train)")
+    p.add_argument("--loader-n", type=int, default=55_000)
+    p.add_argument("--no-compile", action="store_true", help="skip eager-vs-compiled")
+    p.add_argument("--preview", help="PNG grid of augmented samples (loader)")
+    p.add_argument("--json", help="write the record here")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    if not (REPO / "bench" / "bench_loader.py").is_file():
+        print("fastmix bench: the bench/ folder of the repository is missing", file=sys.stderr)
+        return 2
+    record: dict = {"machine": machine_info(), "command": " ".join(sys.argv)}
+    t0 = time.perf_counter()
+    which = ["loader", "train", "e2e"] if args.which == "all" else [args.which]
+    if "loader" in which:
+        from bench.bench_loader import run_loader_bench
+
+        raw = args.raw[0] if args.raw else None
+        print("== loader")
+        record["loader"] = run_loader_bench(n=args.loader_n, raw_dir=raw, preview=args.preview)
+    if "train" in which:
+        from bench.bench_train import run_train_bench
+
+        print("== train")
+        variants = tuple(v for v in args.variants.split(",") if v)
+        record["train"] = run_train_bench(args.data, variants, steps=args.steps,
+                                          compile_check=not args.no_compile)
+    if "e2e" in which:
+        from bench.bench_train import run_e2e_bench
+
+        print("== e2e")
+        variants = tuple(v for v in args.e2e_variants.split(",") if v)
+        record["e2e"] = run_e2e_bench(args.data, variants, epochs=args.e2e_epochs)
+    record["seconds"] = time.perf_counter() - t0
+    print(f"bench finished in {record['seconds']:.0f} s on {record['machine']['cpu']} "
+          f"({record['machine']['cores']} cores)")
+    if args.json:
+        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, args.json)
+    return 0
