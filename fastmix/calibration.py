@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastmix.scores import log_softmax
+from fastmix.scores import check_logits_labels, log_softmax
 
 __all__ = [
     "brier",
@@ -55,27 +55,6 @@ def _conf_correct(confidences: np.ndarray, correct: np.ndarray) -> tuple[np.ndar
     if k.dtype.kind not in "biuf" or not np.isin(k, (0, 1)).all():
         raise ValueError("correct must be boolean or 0/1")
     return c, k.astype(np.float64)
-
-
-def _logits_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(logits)
-    y = np.asarray(labels)
-    if z.ndim != 2:
-        raise ValueError(f"logits must have shape (N, C), got shape {z.shape}")
-    if y.ndim != 1 or y.shape[0] != z.shape[0]:
-        raise ValueError(f"labels must have shape ({z.shape[0]},), got shape {y.shape}")
-    if z.shape[0] == 0:
-        raise ValueError("logits are empty")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(f"labels must be class indices in [0, {z.shape[1]}); OOD (-1) not allowed")
-    if z.dtype.kind not in "biuf":
-        raise ValueError(f"logits must be real numbers, got dtype {z.dtype}")
-    z = z.astype(np.float64)
-    if not np.isfinite(z).all():
-        raise ValueError("logits contain NaN or infinite values")
-    return z, y.astype(np.int64)
 
 
 def _check_temperature(temperature: float) -> float:
@@ -169,14 +148,14 @@ def rms_calibration_error(
 
 def nll(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood ``-(1/N) sum_i log softmax(z_i)_{y_i}`` (nats)."""
-    z, y = _logits_labels(logits, labels)
+    z, y = check_logits_labels(logits, labels)
     return float(-np.mean(log_softmax(z)[np.arange(y.size), y]))
 
 
 def brier(logits: np.ndarray, labels: np.ndarray) -> float:
     """Multi-class Brier score ``(1/N) sum_i sum_k (p_ik - [k = y_i])^2``, ``p = softmax(z)``
     (Brier 1950; in [0, 2])."""
-    z, y = _logits_labels(logits, labels)
+    z, y = check_logits_labels(logits, labels)
     p = np.exp(log_softmax(z))
     p[np.arange(y.size), y] -= 1.0
     return float(np.mean(np.sum(p * p, axis=1)))
@@ -212,7 +191,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     If the optimum lies outside [0.05, 20] the nearest bound is returned.  Tune it on a
     validation split held out from training, never on the test set.
     """
-    z, y = _logits_labels(logits, labels)
+    z, y = check_logits_labels(logits, labels)
     zy = z[np.arange(y.size), y]
 
     def f(log_t: float) -> float:
@@ -289,7 +268,7 @@ def calibration_report(
     max softmax probability; all fractions.
     """
     t = _check_temperature(temperature)
-    z, y = _logits_labels(logits, labels)
+    z, y = check_logits_labels(logits, labels)
     z = z / t
     conf, correct = _conf_and_correct_from_logits(z, y)
     return {
@@ -320,7 +299,7 @@ def calibration_with_ood(
     (they equal :func:`calibration_report`'s).  Same keys as :func:`calibration_report`.
     """
     t = _check_temperature(temperature)
-    z, y = _logits_labels(id_logits, id_labels)
+    z, y = check_logits_labels(id_logits, id_labels)
     zo = np.asarray(ood_logits)
     if zo.ndim != 2 or zo.shape[1] != z.shape[1] or zo.shape[0] == 0:
         raise ValueError(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastmix.scores import SCORES
+from fastmix.scores import SCORES, check_logits_labels
 
 __all__ = [
     "METRIC_NAMES",
@@ -230,19 +230,7 @@ def error_detection_auroc(
     fn = SCORES.get(score) if isinstance(score, str) else score
     if fn is None:
         raise ValueError(f"unknown score {score!r}; valid: {sorted(SCORES)}")
-    z = np.asarray(logits)
-    y = np.asarray(labels)
-    if z.ndim != 2:
-        raise ValueError(f"logits must have shape (N, C), got shape {z.shape}")
-    if y.ndim != 1 or y.shape[0] != z.shape[0]:
-        raise ValueError(f"labels must have shape ({z.shape[0]},), got shape {y.shape}")
-    if z.shape[0] == 0:
-        raise ValueError("logits are empty")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    if y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(f"labels must be class indices in [0, {z.shape[1]}); OOD (-1) not allowed")
-    z = z.astype(np.float64)
+    z, y = check_logits_labels(logits, labels)
     s = np.asarray(fn(z), dtype=np.float64)
     wrong = z.argmax(axis=1) != y
     if not wrong.any() or wrong.all():

@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "SCORES",
+    "check_logits_labels",
     "energy",
     "entropy",
     "log_softmax",
@@ -171,6 +172,30 @@ def entropy(logits: np.ndarray) -> np.ndarray:
     lp = log_softmax(logits)
     p = np.exp(lp)
     return -np.where(p > 0.0, p * lp, 0.0).sum(axis=1)
+
+
+def check_logits_labels(
+    logits: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (float64 logits (N, C), int64 class labels (N,)); ValueError otherwise."""
+    z = np.asarray(logits)
+    y = np.asarray(labels)
+    if z.ndim != 2:
+        raise ValueError(f"logits must have shape (N, C), got shape {z.shape}")
+    if y.ndim != 1 or y.shape[0] != z.shape[0]:
+        raise ValueError(f"labels must have shape ({z.shape[0]},), got shape {y.shape}")
+    if z.shape[0] == 0:
+        raise ValueError("logits are empty")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels must be class indices in [0, {z.shape[1]}); OOD (-1) not allowed")
+    if z.dtype.kind not in "biuf":
+        raise ValueError(f"logits must be real numbers, got dtype {z.dtype}")
+    z = z.astype(np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError("logits contain NaN or infinite values")
+    return z, y.astype(np.int64)
 
 
 SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
