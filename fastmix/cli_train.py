@@ -74,6 +74,13 @@ def run_train(args: argparse.Namespace) -> int:
     except (ConfigError, TrainingError, DataError) as e:
         print(f"fastmix train: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. the disk filled up while writing a checkpoint or a log
+        print(f"fastmix train: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    from fastmix import distributed
+
+    if not distributed.is_main():
+        return 0
     print(f"{'variant':10s} {'best val':>9s} {'img/s':>8s} {'train s':>8s}  run")
     for r in results:
         print(f"{r.variant:10s} {r.best_val_acc:9.4f} {r.images_per_s:8.0f} {r.seconds:8.1f}"

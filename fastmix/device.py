@@ -57,8 +57,17 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last
     return Runtime(dev, dtype, cl, comp)
 
 
+def default_torch_threads() -> int:
+    """All usable cores, shared evenly among the processes torchrun starts on this machine."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def set_cpu_threads(n: int | None = None) -> int:
-    """Importing ffcv sets torch to 1 thread; restore ``n`` (default: all cores)."""
-    n = n or os.cpu_count() or 1
+    """Importing ffcv sets torch to 1 thread; restore ``n`` (default: default_torch_threads)."""
+    n = n or default_torch_threads()
     torch.set_num_threads(n)
     return n

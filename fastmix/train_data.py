@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from fastmix.config import Config
+from fastmix.device import default_torch_threads
 from fastmix.loader import EpochLoader, make_outlier_loader, make_train_loader
 
 OUTLIER_SEED_OFFSET = 1_000_003
@@ -61,12 +62,14 @@ def build_loaders(cfg: Config, paths: dict[str, Path], distributed: bool = False
     aug = dict(pixmix_k=a["pixmix_k"], pixmix_beta=a["pixmix_beta"],
                aug_severity=float(a["pixmix_severity"]), all_ops=a["pixmix_all_ops"],
                sp_amount=a["sp_amount"])
-    workers = cfg["data"]["num_workers"]
+    workers = min(cfg["data"]["num_workers"], default_torch_threads())
+    aug["torch_threads"] = default_torch_threads()
     train = make_train_loader(paths["train"], a["kind"], t["batch_size"], t["seed"], bank,
                               workers, drop_last=True, distributed=distributed, **aug)
     outliers = None
     if cfg["oe"]["enabled"]:
         outliers = make_outlier_loader(paths["outlier"], t["batch_size"] * cfg["oe"]["ratio"],
                                        t["seed"] + OUTLIER_SEED_OFFSET, num_workers=workers,
-                                       distributed=distributed)
+                                       distributed=distributed,
+                                       torch_threads=aug["torch_threads"])
     return TrainData(train, outliers)
