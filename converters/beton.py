@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import resource
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ import numpy as np
 from converters.errors import DataError
 
 TMP_MARK = ".tmp-"
+WORKER_DIED = 3  # exit status of the writer process when an FFCV worker died
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -64,10 +68,33 @@ class _ArrayDataset:
         return self.images[i], int(self.labels[i])
 
 
+def _watch_workers(poll_s: float = 0.2) -> None:
+    """Exit this (writer) process when one of FFCV's writer workers dies.
+
+    FFCV's ``DatasetWriter`` waits forever for samples a dead worker will never write (a full
+    disk, a file-size limit, a bad sample): a daemon thread notices the failed worker, stops the
+    others and exits with ``WORKER_DIED``, so ``write_beton`` reports the fault at once instead
+    of after its timeout.
+    """
+    seen: set = set()
+    while True:
+        # multiprocessing's own registry also holds children that already died (the public
+        # active_children() drops those, and a worker can die between two polls)
+        seen.update(list(getattr(mp.process, "_children", ())) or mp.active_children())
+        failed = [p for p in seen if p.exitcode not in (None, 0)]
+        if failed:
+            for p in seen:
+                if p.exitcode is None:
+                    p.kill()
+            os._exit(WORKER_DIED)
+        time.sleep(poll_s)
+
+
 def _write_child(tmp: str, images: np.ndarray, labels: np.ndarray, num_workers: int) -> None:
     from ffcv.fields import IntField, NDArrayField
     from ffcv.writer import DatasetWriter
 
+    threading.Thread(target=_watch_workers, daemon=True).start()
     fields = {"image": NDArrayField(np.dtype("uint8"), images.shape[1:]), "label": IntField()}
     writer = DatasetWriter(tmp, fields, num_workers=num_workers)
     writer.from_indexed_dataset(_ArrayDataset(images, labels), chunksize=1000)
@@ -124,9 +151,14 @@ def write_beton(
             raise DataError(f"{path}: FFCV writer did not finish within {timeout_s:.0f} s")
         if proc.exitcode != 0:
             free = _free_bytes(path.parent)
+            full = " (the disk is full)" if 0 <= free < 2**20 else ""
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if limit != resource.RLIM_INFINITY:
+                full += f"; file size limit (ulimit -f) {limit} bytes"
+            why = ": a writer worker died" if proc.exitcode == WORKER_DIED else ""
             raise DataError(
-                f"{path}: FFCV writer failed (exit code {proc.exitcode}); "
-                f"{free / 2**20:.0f} MiB free in {path.parent}"
+                f"{path}: FFCV writer failed (exit code {proc.exitcode}{why}); "
+                f"{free / 2**20:.0f} MiB free in {path.parent}{full}"
             )
         digest = sha256_file(tmp)
         os.replace(tmp, path)

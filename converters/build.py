@@ -63,11 +63,15 @@ def save_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically (temporary file, fsync, rename)."""
     path = Path(out_dir) / MANIFEST
     tmp = path.with_name(f"{MANIFEST}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
 
 def is_up_to_date(spec: DatasetSpec, entry: dict[str, Any] | None, out_dir: Path) -> bool:
@@ -91,13 +95,13 @@ def convert(
 ) -> ConvertResult:
     """Build every selected beton that is missing or stale into ``out_dir``."""
     out = Path(out_dir)
+    names = list(catalog) if only is None else _select(catalog, only)  # before creating out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out}: cannot create output folder ({e.strerror})") from None
     if not os.access(out, os.W_OK):
         raise DataError(f"{out}: output folder is not writable")
-    names = list(catalog) if only is None else _select(catalog, only)
     clean_stale_temporaries(out)
     manifest = load_manifest(out)
     ctx = BuildContext(resolver)

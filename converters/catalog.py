@@ -64,6 +64,12 @@ class DatasetSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def path(self, out_dir: str | Path) -> Path:
+        """``<out_dir>/<name>.beton``; DataError for a name that would land outside out_dir."""
+        parts = self.name.split("/")
+        if (not self.name or "\\" in self.name or "\0" in self.name
+                or any(part in ("", ".", "..") for part in parts)):
+            raise DataError(f"beton name {self.name!r} is not a relative path inside the "
+                            "output folder (no '..', '.', empty parts, '\\' or leading '/')")
         return Path(out_dir) / f"{self.name}.beton"
 
 

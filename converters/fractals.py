@@ -463,6 +463,9 @@ def load_image_folder(folder: str | os.PathLike, size: int = 32) -> np.ndarray:
     out = np.empty((len(files), size, size), np.uint8)
     bad: list[str] = []
     for i, path in enumerate(files):
+        if path.exists() and not path.is_file():  # a FIFO would block open() forever
+            bad.append(f"{path}: not a regular file")
+            continue
         try:
             with Image.open(path) as im:
                 gray = im.convert("L")

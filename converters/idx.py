@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
 from pathlib import Path
@@ -63,7 +64,7 @@ def parse_idx(data: bytes, name: str = "<bytes>", expect_ndim: int | None = None
     if len(data) < header:
         raise DataError(f"{name}: truncated IDX header")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: np.prod would wrap around at 2**63
     if len(data) != expected:
         raise DataError(
             f"{name}: length {len(data)} bytes does not match dimensions {dims} "

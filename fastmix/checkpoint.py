@@ -20,9 +20,11 @@ from typing import Any
 import torch
 
 from fastmix.config import Config, _read_toml, config_hash, validate
-from fastmix.errors import TrainingError
+from fastmix.errors import ConfigError, TrainingError
 
 FORMAT = 1
+_FIELDS = {"config_hash": str, "variant": str, "epoch": int, "step": int, "optimizer": dict,
+           "best_val_acc": (float, int)}
 
 
 class CheckpointError(TrainingError):
@@ -53,8 +55,19 @@ def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> 
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from None
+    except Exception as e:  # a damaged pickle stream fails in many ways (IndexError, KeyError...)
+        raise CheckpointError(
+            f"{path}: unreadable or truncated checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a fastmix checkpoint (format {FORMAT})")
+    bad = [k for k, types in _FIELDS.items()
+           if k in ckpt and (not isinstance(ckpt[k], types) or isinstance(ckpt[k], bool))]
+    if not isinstance(ckpt["model"], dict) or not all(
+            isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        bad.append("model")
+    if bad:
+        raise CheckpointError(f"{path}: damaged checkpoint (malformed {', '.join(bad)})")
     if expect_hash is not None and ckpt.get("config_hash") != expect_hash:
         raise CheckpointError(
             f"{path}: checkpoint is from another config (hash {ckpt.get('config_hash')}, "
@@ -65,8 +78,15 @@ def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> 
 
 def read_run_config(run_dir: str | os.PathLike) -> Config:
     """The resolved config a run was trained with (``<run>/config.toml``)."""
-    cfg = _read_toml(Path(run_dir) / "config.toml")
-    return validate(cfg)
+    path = Path(run_dir) / "config.toml"
+    cfg = _read_toml(path)
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a complete fastmix run config ({type(e).__name__}: "
+                          f"{e})") from None
 
 
 def load_run(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.nn.Module, Config]:

@@ -10,6 +10,7 @@ from converters.build import convert, is_up_to_date, load_manifest, summary_line
 from converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
 from converters.errors import DataError
 from converters.sources import SourceResolver
+from fastmix.errors import ConfigError
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,10 @@ def _split(values: list[str]) -> list[str]:
 
 
 def catalog_from_args(args: argparse.Namespace) -> dict:
+    if args.fractals < 1:
+        raise ConfigError(f"--fractals {args.fractals}: must be >= 1")
+    if args.fractal_size < 8:
+        raise ConfigError(f"--fractal-size {args.fractal_size}: must be >= 8")
     corrupt = tuple(_split(args.corrupt))
     for name in corrupt:
         if name not in CLEAN_BASES:
@@ -70,8 +75,11 @@ def run_convert(args: argparse.Namespace) -> int:
                                   allow_download=not args.offline)
         only = _split(args.only) or None
         result = convert(catalog, out, resolver, only=only, progress=not args.no_progress)
-    except DataError as e:
+    except (DataError, ConfigError) as e:
         print(f"fastmix convert: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the disk filled up between two betons
+        print(f"fastmix convert: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     for line in summary_lines(result, catalog):
         print(line)

@@ -9,8 +9,10 @@ must have the default's type (ints are accepted where floats are expected).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,10 @@ def parse_override(text: str) -> Config:
 
 def validate(cfg: Config) -> Config:
     """Reject impossible values with a message that says which key and why."""
+    for section, values in cfg.items():
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{key} must be a finite number, got {value}")
     t, a, o = cfg["train"], cfg["augment"], cfg["oe"]
     checks = [
         (t["lr"] > 0, "train.lr must be > 0"),
@@ -106,6 +112,9 @@ def validate(cfg: Config) -> Config:
         (0 <= t["warmup_frac"] < 1, "train.warmup_frac must lie in [0, 1)"),
         (0 <= t["label_smoothing"] < 1, "train.label_smoothing must lie in [0, 1)"),
         (t["max_steps"] >= 0, "train.max_steps must be >= 0"),
+        (t["seed"] >= 0, "train.seed must be >= 0"),
+        (t["log_every"] >= 1, "train.log_every must be >= 1"),
+        (t["ckpt_every"] >= 0, "train.ckpt_every must be >= 0"),
         (t["device"] in ("auto", "cpu", "cuda") or t["device"].startswith("cuda:"),
          "train.device must be auto, cpu or cuda[:N]"),
         (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
@@ -121,11 +130,29 @@ def validate(cfg: Config) -> Config:
         (cfg["model"]["width"] >= 1, "model.width must be >= 1"),
         (cfg["data"]["num_workers"] >= 1, "data.num_workers must be >= 1"),
         (cfg["eval"]["n_draws"] >= 1, "eval.n_draws must be >= 1"),
+        (cfg["eval"]["n_ood"] >= 1, "eval.n_ood must be >= 1"),
+        (cfg["eval"]["batch_size"] >= 1, "eval.batch_size must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    unknown = [n for n in cfg["eval"]["ood_sets"] if n not in known_beton_names()]
+    if unknown:
+        valid = ", ".join(n for n in known_beton_names() if "/" not in n)
+        raise ConfigError(
+            f"eval.ood_sets: unknown set(s) {', '.join(map(repr, unknown))}; valid: {valid}, "
+            "or a corrupted set such as mnist_c/fog or fmnist_c/fog"
+        )
     return cfg
+
+
+@functools.cache
+def known_beton_names() -> tuple[str, ...]:
+    """Every beton name ``fastmix convert`` can build (all options on), from the catalog."""
+    from converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
+
+    opts = CatalogOptions(mnist_c_train=True, corrupt=tuple(CLEAN_BASES))
+    return tuple(build_catalog(opts))
 
 
 def load_config(

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from fastmix import distributed as dist
-from fastmix.checkpoint import load_checkpoint, read_run_config, save_checkpoint
+from fastmix.checkpoint import CheckpointError, load_checkpoint, read_run_config, save_checkpoint
 from fastmix.config import Config, config_hash, dumps
 from fastmix.device import Runtime, resolve_runtime, set_cpu_threads
 from fastmix.errors import ConfigError, TrainingError
@@ -121,11 +121,17 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> Config:
     if (ckpt_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir}: already holds a run; pass --resume or choose another --out")
     if dist.is_main():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.toml", dumps(cfg))
-        with open(run_dir / "metrics.csv", "w", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writeheader()
-        (run_dir / "steps.csv").write_text(STEPS_HEADER)
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _write_text_atomic(run_dir / "config.toml", dumps(cfg))
+            with open(run_dir / "metrics.csv", "w", newline="") as f:
+                csv.DictWriter(f, CSV_FIELDS).writeheader()
+            (run_dir / "steps.csv").write_text(STEPS_HEADER)
+        except OSError as e:
+            raise ConfigError(
+                f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
+                f"{e.filename}); choose a writable --out"
+            ) from None
     return cfg
 
 
@@ -194,9 +200,13 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path, chash)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start_step, best = int(ckpt["step"]), float(ckpt["best_val_acc"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start_step, best = int(ckpt["step"]), float(ckpt["best_val_acc"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{last_path}: damaged checkpoint ({type(e).__name__}: "
+                                  f"{str(e)[:300]})") from None
     if dist.is_main() and resume:
         _truncate_csv(run_dir / "metrics.csv", start_step // spe)
         _truncate_steps(run_dir / "steps.csv", start_step)
