@@ -580,23 +580,22 @@ def mix_multiply(mixed, mixed_u8, mixed_is_u8, partner, a, b):
     is reused while the input repeats (runs of equal background values). Same float32
     operations as the direct formula, so the same values.
     """
-    lut_b = np.empty(256, dtype=np.float32)
-    known_b = np.zeros(256, dtype=np.uint8)
-    lut_a = np.empty(256, dtype=np.float32)
-    known_a = np.zeros(256, dtype=np.uint8)
+    # -1 marks "not computed yet" (every power here is >= 0). A separate uint8 flag array
+    # tripped a Numba typing error ("readonly array") in a process that had first compiled this
+    # function from the FFCV pipeline, where the images are read-only uint8 buffers.
+    lut_b = np.full(256, -1.0, dtype=np.float32)
+    lut_a = np.full(256, -1.0, dtype=np.float32)
     last_in = np.float32(-1.0)
     last_pow = _F0
     for y in range(mixed.shape[0]):
         for x in range(mixed.shape[1]):
             v = _i64(partner[y, x])
-            if known_b[v] == 0:
+            if lut_b[v] < _F0:
                 lut_b[v] = max((np.float32(v) / _F255) * _F2, _TINY) ** b
-                known_b[v] = 1
             if mixed_is_u8:
                 u = _i64(mixed_u8[y, x])
-                if known_a[u] == 0:
+                if lut_a[u] < _F0:
                     lut_a[u] = ((np.float32(u) / _F255) * _F2) ** a
-                    known_a[u] = 1
                 p = lut_a[u]
             else:
                 i1 = mixed[y, x] * _F2
