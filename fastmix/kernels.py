@@ -77,6 +77,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from fastmix.fastpow import pow_f32_array
 from fastmix.rng import _i64, beta, next_u64, randint, sample_state, uniform, unit_from_u64
 
 # ----------------------------------------------------------------------------- constants
@@ -128,6 +129,10 @@ _F1 = np.float32(1.0)
 _F2 = np.float32(2.0)
 _F255 = np.float32(255.0)
 _TINY = np.float32(1e-37)  # the reference's ``img2.clip(1e-37)``
+# 2 v / 255 for every uint8 v (float32, as the reference computes ``img * 2``), and the same
+# clipped at 1e-37: the inputs of the multiply step's power tables.
+_UNIT2 = (np.arange(256, dtype=np.float32) / _F255) * _F2
+_UNIT2_TINY = np.maximum(_UNIT2, _TINY)
 _SMOOTH_EDGE = np.float32(1.0) / np.float32(13.0)  # Pillow's SMOOTH kernel 1 1 1 / 1 5 1 / 1 1 1
 _SMOOTH_CENTRE = np.float32(5.0) / np.float32(13.0)  # divided by 13 in float32, as Pillow does
 _HALF32 = np.float32(0.5)
@@ -569,42 +574,47 @@ def mix_add(mixed, partner, a, b):
             mixed[y, x] = min(max(o, _F0), _F1)
 
 
+@njit(cache=True)
+def multiply_workspace(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch for ``mix_multiply`` on (h, w) images: float64 (4, n) and float32 (3, n),
+    n = max(h w, 256). Numba-callable; ``apply_pixmix_plan`` allocates it once per sample."""
+    n = max(h * w, 256)
+    return np.empty((4, n), dtype=np.float64), np.empty((3, n), dtype=np.float32)
+
+
 @njit(cache=True, error_model="numpy")
-def mix_multiply(mixed, mixed_u8, mixed_is_u8, partner, a, b):
+def mix_multiply(mixed, mixed_u8, mixed_is_u8, partner, a, b, work64, work32):
     """In place: ``mixed = clip((2 mixed)**a * max(2 p, 1e-37)**b / 2, 0, 1)`` (float32),
     ``p = partner / 255`` (partner uint8).
 
-    powf dominates PixMix's cost, so no power is computed twice: the partner's powers are
-    tabulated per uint8 value on first use, and so are the mixed image's while it still equals
-    ``mixed_u8 / 255`` (``mixed_is_u8``: before the first mixing round); otherwise the last power
-    is reused while the input repeats (runs of equal background values). Same float32
-    operations as the direct formula, so the same values.
+    The powers dominate PixMix's cost, so they are computed by ``fastmix.fastpow`` over whole
+    arrays (vectorised; at most 1 ulp from ``powf``): the partner's power as a 256-entry table
+    per uint8 value, the mixed image's as a table too while it still equals ``mixed_u8 / 255``
+    (``mixed_is_u8``: before the first mixing round), else pixel by pixel in one vector pass.
+    Scratch: ``work64``, ``work32`` from ``multiply_workspace`` (nothing is allocated here).
     """
-    # -1 marks "not computed yet" (every power here is >= 0). A separate uint8 flag array
-    # tripped a Numba typing error ("readonly array") in a process that had first compiled this
-    # function from the FFCV pipeline, where the images are read-only uint8 buffers.
-    lut_b = np.full(256, -1.0, dtype=np.float32)
-    lut_a = np.full(256, -1.0, dtype=np.float32)
-    last_in = np.float32(-1.0)
-    last_pow = _F0
-    for y in range(mixed.shape[0]):
-        for x in range(mixed.shape[1]):
-            v = _i64(partner[y, x])
-            if lut_b[v] < _F0:
-                lut_b[v] = max((np.float32(v) / _F255) * _F2, _TINY) ** b
-            if mixed_is_u8:
-                u = _i64(mixed_u8[y, x])
-                if lut_a[u] < _F0:
-                    lut_a[u] = ((np.float32(u) / _F255) * _F2) ** a
-                p = lut_a[u]
-            else:
-                i1 = mixed[y, x] * _F2
-                if i1 != last_in:
-                    last_in = i1
-                    last_pow = i1**a
-                p = last_pow
-            o = p * lut_b[v] / _F2
-            mixed[y, x] = min(max(o, _F0), _F1)
+    h = mixed.shape[0]
+    w = mixed.shape[1]
+    lut_b = work32[2, :256]
+    pow_f32_array(_UNIT2_TINY, b, lut_b, work64)
+    powers = work32[1]
+    if mixed_is_u8:
+        pow_f32_array(_UNIT2, a, powers[:256], work64)
+        for y in range(h):
+            for x in range(w):
+                o = powers[_i64(mixed_u8[y, x])] * lut_b[_i64(partner[y, x])] / _F2
+                mixed[y, x] = min(max(o, _F0), _F1)
+    else:
+        n = h * w
+        doubled = work32[0, :n]
+        for y in range(h):
+            for x in range(w):
+                doubled[y * w + x] = mixed[y, x] * _F2
+        pow_f32_array(doubled, a, powers[:n], work64)
+        for y in range(h):
+            for x in range(w):
+                o = powers[y * w + x] * lut_b[_i64(partner[y, x])] / _F2
+                mixed[y, x] = min(max(o, _F0), _F1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -615,6 +625,7 @@ def apply_pixmix_plan(x, bank, plan, out):
     w = x.shape[1]
     start = np.empty((h, w), dtype=np.uint8)
     aug = np.empty((h, w), dtype=np.uint8)
+    work64, work32 = multiply_workspace(h, w)
     if plan[P_AUG] != 0.0:
         augment_u8(x, int(plan[P_OP]), plan[P_LEVEL], plan[P_SIGN], start)
     else:
@@ -637,7 +648,7 @@ def apply_pixmix_plan(x, bank, plan, out):
         if plan[at + R_MIX] == 0.0:
             mix_add(out, partner, a, b)
         else:
-            mix_multiply(out, start, j == 0, partner, a, b)
+            mix_multiply(out, start, j == 0, partner, a, b, work64, work32)
 
 
 @njit(cache=True, error_model="numpy")

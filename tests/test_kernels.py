@@ -213,7 +213,7 @@ def test_mix_add_and_multiply_match_numpy(first_round):
         np.testing.assert_allclose(m, np.clip(ref_add(mixed0, _to_unit(partner), a, b), 0, 1),
                                    rtol=0, atol=1e-7)  # fmt: skip
         m = mixed0.copy()
-        K.mix_multiply(m, start, first_round, partner, a, b)
+        K.mix_multiply(m, start, first_round, partner, a, b, *K.multiply_workspace(H, W))
         ref = np.clip(ref_multiply(mixed0, _to_unit(partner), a, b), 0, 1)
         np.testing.assert_allclose(m, ref, rtol=0, atol=1e-6)
 
