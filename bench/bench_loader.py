@@ -1,6 +1,6 @@
 """Loader throughput: fastmix's FFCV + Numba pipelines against per-sample PyTorch baselines.
 
-Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--epochs 3]
+Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--epochs 5]
        [--baseline-n 8192] [--threads 1 2] [--raw DIR] [--no-latency] [--json [PATH]]
        [--preview PATH]
 
@@ -11,7 +11,10 @@ For the pipelines none / sp / pixmix it prints images/second of
 * the baseline: ``bench/baseline_loader.py``, the reference's way (per-sample Pillow ops and NumPy
   mixing in a ``Dataset``, a torch ``DataLoader`` with 2 worker processes), over the first
   ``--baseline-n`` images (its speed per image does not depend on the dataset size).
-Each figure is the median over ``--epochs`` epochs after one warm-up epoch; the consumer only
+Per pipeline, the baseline and fastmix at each thread count run round by round: every round is
+one epoch of each, in turn, so a drift of the machine's speed hits all of them alike. Each rate is
+the median over ``--epochs`` rounds after one warm-up epoch, and each ratio (fastmix / baseline,
+2 vs 1 thread) the median of the ratios within a round, with their range; the consumer only
 counts the batches. It also measures the time to the first PixMix batch in a fresh process with an
 empty Numba cache (cold: JIT compilation) and again with that cache filled (warm), and records the
 load average, because other processes on a shared machine slow every figure down.
@@ -123,44 +126,49 @@ def cpu_seconds() -> float:
     return total
 
 
-def time_epochs(make_iter: Callable[[], Iterable], epochs: int, warmup: int = 1) -> dict:
-    """Per timed epoch (after ``warmup`` untimed ones): images per wall-clock second and per
-    CPU second. The second is robust to other load on a shared machine; the first is what a
-    training run sees."""
-    rates, cpu_rates = [], []
-    for e in range(warmup + epochs):
-        c0 = cpu_seconds()
-        t0 = time.perf_counter()
-        n = 0
-        for batch in make_iter():
-            n += len(batch[1])
-        dt = time.perf_counter() - t0
-        dc = cpu_seconds() - c0
-        if e >= warmup:
-            rates.append(n / dt)
-            cpu_rates.append(n / dc if dc > 0 else float("nan"))
+def time_epoch(loader: Iterable) -> tuple[float, float]:
+    """One epoch of ``loader``: (images per wall-clock second, images per CPU-second). The
+    consumer only counts the batches. The second figure is robust to other load on a shared
+    machine; the first is what a training run sees."""
+    c0 = cpu_seconds()
+    t0 = time.perf_counter()
+    n = 0
+    for batch in loader:
+        n += len(batch[1])
+    dt = time.perf_counter() - t0
+    dc = cpu_seconds() - c0
+    return n / dt, (n / dc if dc > 0 else float("nan"))
+
+
+def interleaved_epochs(loaders: dict[str, Iterable], epochs: int, warmup: int = 1) -> dict:
+    """Time every loader in ``loaders`` for ``epochs`` rounds after ``warmup`` untimed epochs.
+
+    Each round runs one epoch of every loader, one after the other, so a slow drift of the
+    machine's speed (other tenants of a virtual machine: seen here as +-25% over minutes) hits
+    all of them alike, and a ratio taken within one round compares like with like.
+    Returns {name: {img_per_s (median), img_per_cpu_s (median), epochs (per-round rates)}}.
+    """
+    for loader in loaders.values():
+        for _ in range(warmup):
+            time_epoch(loader)
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in loaders}
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            rates[name].append(time_epoch(loader))
     return {
-        "img_per_s": statistics.median(rates),
-        "img_per_cpu_s": statistics.median(cpu_rates),
-        "epochs": [round(r, 1) for r in rates],
+        name: {
+            "img_per_s": statistics.median(r for r, _ in rs),
+            "img_per_cpu_s": statistics.median(c for _, c in rs),
+            "epochs": [round(r, 1) for r, _ in rs],
+        }
+        for name, rs in rates.items()
     }
 
 
-def bench_ffcv(beton: Path, variant: str, threads: int, bank: np.ndarray, batch_size: int,
-               epochs: int) -> dict:  # fmt: skip
-    from fastmix.loader import make_train_loader
-
-    loader = make_train_loader(beton, variant, batch_size, seed=0, fractal_bank=bank,
-                               num_workers=threads)  # fmt: skip
-    return time_epochs(lambda: loader, epochs)
-
-
-def bench_baseline(variant: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray,
-                   batch_size: int, epochs: int, workers: int) -> dict:  # fmt: skip
-    from bench.baseline_loader import make_baseline_loader
-
-    loader = make_baseline_loader(variant, images, labels, bank, batch_size, workers)
-    return time_epochs(lambda: loader, epochs)  # the workers exit with the loader
+def round_ratios(num: dict, den: dict) -> dict:
+    """Median and range of the per-round ratios num/den of two ``interleaved_epochs`` entries."""
+    ratios = [a / b for a, b in zip(num["epochs"], den["epochs"], strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
 _LATENCY_CHILD = textwrap.dedent(
@@ -243,7 +251,7 @@ def write_preview(path: Path, images: np.ndarray, bank: np.ndarray, n: int = 12)
 def run_loader_bench(
     n: int = 55_000,
     batch_size: int = 512,
-    epochs: int = 3,
+    epochs: int = 5,
     threads: Sequence[int] = (1, 2),
     variants: Sequence[str] = VARIANTS,
     baseline_n: int = 8192,
@@ -256,11 +264,13 @@ def run_loader_bench(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the loader benchmark; return {config, data, baseline, ffcv, speedup_vs_baseline,
-    cpu_efficiency_vs_baseline, thread_scaling, first_batch, loadavg, preview}.
+    speedup_spread, cpu_efficiency_vs_baseline, thread_scaling, first_batch, loadavg, preview}.
 
     ``ffcv[variant][threads]`` and ``baseline[variant]`` hold ``img_per_s`` (median wall-clock
-    images/second over the timed epochs), ``img_per_cpu_s`` (images per CPU-second of this
-    process and its workers) and the per-epoch wall-clock rates."""
+    images/second over the timed rounds), ``img_per_cpu_s`` (images per CPU-second of this
+    process and its workers) and the per-round wall-clock rates; ``speedup_vs_baseline[v]`` is
+    the median over rounds of (fastest thread count) / baseline, ``thread_scaling[v]`` the
+    median, min and max over rounds of 2 threads / 1 thread."""
     from converters.beton import write_beton
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -290,41 +300,51 @@ def run_loader_bench(
         bank_npy = wd / "bench_bank.npy"
         np.save(bank_npy, bank)
 
-        # Baselines first: their worker processes fork before any Numba thread pool exists.
-        res["baseline"] = {}
+        from bench.baseline_loader import make_baseline_loader
+        from fastmix.loader import make_train_loader
+
+        # Baseline loaders first, each warmed (its persistent worker processes forked) before any
+        # Numba thread pool exists; then every variant's loaders run round by round.
+        base_loaders = {
+            v: make_baseline_loader(v, images[:baseline_n], labels[:baseline_n], bank, batch_size,
+                                    baseline_workers)  # fmt: skip
+            for v in variants
+        }
+        for loader in base_loaders.values():
+            time_epoch(loader)
+        res["baseline"], res["ffcv"] = {}, {}
+        res["speedup_vs_baseline"], res["speedup_spread"] = {}, {}
+        res["cpu_efficiency_vs_baseline"], res["thread_scaling"] = {}, {}
         for v in variants:
-            r = bench_baseline(v, images[:baseline_n], labels[:baseline_n], bank, batch_size,
-                               epochs, baseline_workers)  # fmt: skip
-            res["baseline"][v] = r
-            log(
-                f"baseline {v:7s} {baseline_workers} workers: {r['img_per_s']:>10,.0f} img/s "
-                f"({r['img_per_cpu_s']:>9,.0f} img per CPU-s)"
-            )
-        res["ffcv"] = {}
-        for v in variants:
-            res["ffcv"][v] = {}
+            loaders = {"baseline": base_loaders[v]}
             for t in threads:
-                r = bench_ffcv(beton, v, t, bank, batch_size, epochs)
-                res["ffcv"][v][str(t)] = r
+                loaders[f"fastmix_{t}"] = make_train_loader(
+                    beton, v, batch_size, seed=0, fractal_bank=bank, num_workers=t
+                )
+            timed = interleaved_epochs(loaders, epochs, warmup=1)
+            res["baseline"][v] = base = timed["baseline"]
+            res["ffcv"][v] = {str(t): timed[f"fastmix_{t}"] for t in threads}
+            log(
+                f"baseline {v:7s} {baseline_workers} workers: {base['img_per_s']:>10,.0f} img/s "
+                f"({base['img_per_cpu_s']:>9,.0f} img per CPU-s)"
+            )
+            for t in threads:
+                r = res["ffcv"][v][str(t)]
                 log(
                     f"fastmix  {v:7s} {t} thread(s): {r['img_per_s']:>10,.0f} img/s "
                     f"({r['img_per_cpu_s']:>9,.0f} img per CPU-s)"
                 )
-        res["speedup_vs_baseline"] = {
-            v: max(r["img_per_s"] for r in res["ffcv"][v].values())
-            / res["baseline"][v]["img_per_s"]
-            for v in variants
-        }
-        res["cpu_efficiency_vs_baseline"] = {
-            v: max(r["img_per_cpu_s"] for r in res["ffcv"][v].values())
-            / res["baseline"][v]["img_per_cpu_s"]
-            for v in variants
-        }
-        if 1 in threads and 2 in threads:
-            res["thread_scaling"] = {
-                v: res["ffcv"][v]["2"]["img_per_s"] / res["ffcv"][v]["1"]["img_per_s"]
-                for v in variants
-            }
+            best = max(threads, key=lambda t: res["ffcv"][v][str(t)]["img_per_s"])
+            spread = round_ratios(res["ffcv"][v][str(best)], base)
+            res["speedup_vs_baseline"][v] = spread["median"]
+            res["speedup_spread"][v] = spread
+            res["cpu_efficiency_vs_baseline"][v] = (
+                res["ffcv"][v][str(best)]["img_per_cpu_s"] / base["img_per_cpu_s"]
+            )
+            if 1 in threads and 2 in threads:
+                res["thread_scaling"][v] = round_ratios(res["ffcv"][v]["2"], res["ffcv"][v]["1"])
+        if not res["thread_scaling"]:
+            del res["thread_scaling"]
         res["loadavg"]["after_throughput"] = os.getloadavg()
         if latency:
             res["first_batch"] = first_batch_latency(beton, bank_npy, batch_size, max(threads))
@@ -340,10 +360,18 @@ def run_loader_bench(
             tmp.cleanup()
     res["loadavg"]["end"] = os.getloadavg()
     for v, s in res["speedup_vs_baseline"].items():
+        lo, hi = res["speedup_spread"][v]["min"], res["speedup_spread"][v]["max"]
         scaling = res.get("thread_scaling", {}).get(v)
-        extra = f", 2 vs 1 thread {scaling:.2f}x" if scaling else ""
+        extra = (
+            f", 2 vs 1 thread {scaling['median']:.2f}x [{scaling['min']:.2f}-{scaling['max']:.2f}]"
+            if scaling
+            else ""
+        )
         eff = res["cpu_efficiency_vs_baseline"][v]
-        log(f"{v:7s}: fastmix / baseline {s:.1f}x wall-clock, {eff:.1f}x per CPU-s{extra}")
+        log(
+            f"{v:7s}: fastmix / baseline {s:.1f}x [{lo:.1f}-{hi:.1f}] wall-clock, "
+            f"{eff:.1f}x per CPU-s{extra}"
+        )
     log(f"load average (1 min) start / end: {res['loadavg']['start'][0]:.2f} / "
         f"{res['loadavg']['end'][0]:.2f} on {cpus} CPUs")  # fmt: skip
     return res
@@ -353,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=55_000, help="images in the beton")
     ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per figure (median)")
+    ap.add_argument("--epochs", type=int, default=5, help="timed rounds per figure (median)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")

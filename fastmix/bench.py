@@ -57,7 +57,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e2e-variants", default="pixmix", help="end-to-end variants")
     p.add_argument("--e2e-epochs", type=int, default=1)
     p.add_argument("--steps", type=int, default=20, help="timed steps per window (train)")
-    p.add_argument("--loader-n", type=int, default=55_000)
+    p.add_argument("--loader-n", type=int, default=55_000, help="images per loader epoch")
+    p.add_argument("--loader-epochs", type=int, default=5, help="timed loader rounds (median)")
+    p.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")
+    p.add_argument("--no-latency", action="store_true", help="skip the cold/warm JIT timing")
+    p.add_argument("--plot", help="PNG of the loader's images/s per pipeline")
     p.add_argument("--no-compile", action="store_true", help="skip eager-vs-compiled")
     p.add_argument("--preview", help="PNG grid of augmented samples (loader)")
     p.add_argument("--json", help="write the record here")
@@ -77,7 +81,17 @@ def run_bench(args: argparse.Namespace) -> int:
 
         raw = args.raw[0] if args.raw else None
         print("== loader")
-        record["loader"] = run_loader_bench(n=args.loader_n, raw_dir=raw, preview=args.preview)
+        record["loader"] = run_loader_bench(
+            n=args.loader_n, epochs=args.loader_epochs,
+            baseline_n=min(args.baseline_n, args.loader_n), raw_dir=raw,
+            latency=not args.no_latency, preview=args.preview,
+        )  # fmt: skip
+        if args.plot:
+            from bench.plot_bench import plot_loader
+
+            m = record["machine"]
+            title = f"Loader throughput, {m['cpu']}, {m['cores']} cores ({m['date'][:10]})"
+            print(f"plot: {plot_loader(record['loader'], args.plot, title)}")
     if "train" in which:
         from bench.bench_train import run_train_bench
 

@@ -18,3 +18,21 @@ def test_bench_train_and_e2e_smoke(data_dir, tmp_path, monkeypatch):
     assert v["base"]["images_per_s"] > 0
     # OE batches carry one outlier per in-distribution image by default
     assert abs(v["pixmix_oe"]["total_images_per_s"] / v["pixmix_oe"]["images_per_s"] - 2) < 1e-9
+
+
+def test_bench_loader_smoke_interleaves_and_plots(shared_data, tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "loader.png"
+    code = main(["bench", "loader", "--raw", str(shared_data), "--loader-n", "1536",
+                 "--baseline-n", "1024", "--loader-epochs", "2", "--no-latency",
+                 "--plot", str(png), "--json", str(out)])  # fmt: skip
+    assert code == 0
+    loader = json.loads(out.read_text())["loader"]
+    for v in ("none", "sp", "pixmix"):
+        assert len(loader["baseline"][v]["epochs"]) == 2  # one epoch per round, per config
+        rates = {t: r["epochs"] for t, r in loader["ffcv"][v].items()}
+        assert set(rates) == {"1", "2"} and all(len(e) == 2 and min(e) > 0 for e in rates.values())
+        s = loader["thread_scaling"][v]
+        assert s["min"] <= s["median"] <= s["max"]
+        ratios = [a / b for a, b in zip(rates["2"], rates["1"], strict=True)]
+        assert abs(s["median"] - sum(ratios) / 2) < 1e-9  # median of two = their mean
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
