@@ -1,8 +1,10 @@
 """Training throughput and end-to-end wall time, fastmix beside the baselines, one process.
 
 * ``run_train_bench``: images/s of the real training step fed by the real FFCV loaders, per
-  variant (median over timed windows after warm-up); the PixMix / none epoch-time ratio (does the
-  loader hide behind compute?); eager vs ``torch.compile`` step time and inference time.
+  variant (median over timed windows after warm-up), as a fraction of the same step fed from
+  device-resident tensors (airbench's way: the physical limit, no loader, no augmentation); the
+  PixMix / none epoch-time ratio (does the loader hide behind compute?); eager vs
+  ``torch.compile`` step time and inference time.
 * ``run_e2e_bench``: whole training runs at equal epochs, fastmix (``fastmix.train.train``)
   vs the OE reference's way (``bench/baseline_train.py``), with wall-time ratio and test accuracy.
 """
@@ -26,13 +28,49 @@ def _cfg(variant: str, data_dir: str | Path, overrides: tuple[str, ...] = ()):
     return load_config(variant, [], [f"data.dir={str(data_dir)!r}", *overrides])
 
 
+class ResidentBatches:
+    """airbench's way, the physical limit of a data path: the whole training set (and the
+    outlier set) as float tensors already on the device, batches gathered by a random permutation
+    per pass, no augmentation, no loader. Same batch shapes as the real loaders."""
+
+    def __init__(self, cfg, betons: dict[str, Path], device: torch.device, batch: int) -> None:
+        from converters.beton import read_beton
+
+        x, y = read_beton(betons["train"])
+        self.x = torch.from_numpy(x).float().div_(255).unsqueeze(1).to(device)
+        self.y = torch.from_numpy(y).long().to(device)
+        self.batch = batch
+        self.xo = None
+        if cfg["oe"]["enabled"]:
+            xo, _ = read_beton(betons["outlier"])
+            self.xo = torch.from_numpy(xo).float().div_(255).unsqueeze(1).to(device)
+            self.batch_out = batch * cfg["oe"]["ratio"]
+        self.gen = torch.Generator().manual_seed(0)
+        self._perm, self._at = torch.empty(0, dtype=torch.long), 0
+
+    def next(self):
+        if self._at + self.batch > len(self._perm):
+            self._perm, self._at = torch.randperm(len(self.x), generator=self.gen), 0
+        idx = self._perm[self._at : self._at + self.batch].to(self.x.device)
+        self._at += self.batch
+        xo = None
+        if self.xo is not None:
+            oidx = torch.randint(len(self.xo), (self.batch_out,), generator=self.gen)
+            xo = self.xo[oidx.to(self.xo.device)]
+        return self.x[idx], self.y[idx], xo
+
+
 def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: int = 8,
-                  repeats: int = 3) -> dict:
-    """Images/s of loader + step for one variant (in-distribution and total incl. outliers)."""
+                  repeats: int = 3) -> dict:  # fmt: skip
+    """Images/s of loader + step for one variant (in-distribution and total incl. outliers),
+    and of the same step fed from device-resident tensors (``ResidentBatches``): windows of
+    ``steps`` steps alternate between the two, so ``fraction_of_resident`` (median of the
+    per-window-pair ratios) compares like with like on a machine whose speed drifts."""
     from fastmix.train_data import build_loaders
 
     cfg = _cfg(variant, data_dir)
-    loaders = build_loaders(cfg, require_betons(cfg))
+    betons = require_betons(cfg)
+    loaders = build_loaders(cfg, betons)
     rt = resolve_runtime()
     model = build_model().to(rt.device)
     if rt.channels_last:
@@ -40,20 +78,34 @@ def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: i
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     step = _make_step(model, opt, cfg, rt)
     set_cpu_threads()
-    rates, it, n_in = [], loaders.epoch(0), 0
+    it = loaders.epoch(0)
+    resident = ResidentBatches(cfg, betons, rt.device, cfg["train"]["batch_size"])
+    sources = {"loader": lambda: next(it), "resident": resident.next}
+    rates: dict[str, list[float]] = {"loader": [], "resident": []}
+    n_in = 0
     for r in range(repeats + 1):
-        t0, seen = time.perf_counter(), 0
-        for _ in range(warmup if r == 0 else steps):
-            x, y, xo = next(it)
-            step(x, y, xo)
-            seen += len(y)
-            n_in = len(y)
-        if r:
-            rates.append(seen / (time.perf_counter() - t0))
+        for name, source in sources.items():
+            t0, seen = time.perf_counter(), 0
+            for _ in range(warmup if r == 0 else steps):
+                x, y, xo = source()
+                step(x, y, xo)
+                seen += len(y)
+                n_in = len(y)
+            if r:
+                rates[name].append(seen / (time.perf_counter() - t0))
     ratio = 1 + (cfg["oe"]["ratio"] if cfg["oe"]["enabled"] else 0)
-    med = statistics.median(rates)
-    return {"images_per_s": med, "total_images_per_s": med * ratio, "spread": [min(rates),
-            max(rates)], "batch": n_in, "runtime": str(rt)}
+    med = statistics.median(rates["loader"])
+    fractions = [a / b for a, b in zip(rates["loader"], rates["resident"], strict=True)]
+    return {
+        "images_per_s": med,
+        "total_images_per_s": med * ratio,
+        "spread": [min(rates["loader"]), max(rates["loader"])],
+        "resident_images_per_s": statistics.median(rates["resident"]),
+        "fraction_of_resident": statistics.median(fractions),
+        "fraction_spread": [min(fractions), max(fractions)],
+        "batch": n_in,
+        "runtime": str(rt),
+    }
 
 
 def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
@@ -106,7 +158,8 @@ def run_train_bench(data_dir: str | Path, variants: tuple[str, ...], steps: int 
         res["variants"][v] = r
         log(f"train {v:10s} {r['images_per_s']:8.0f} img/s (in-dist.), "
             f"{r['total_images_per_s']:8.0f} img/s total  [{r['spread'][0]:.0f}-"
-            f"{r['spread'][1]:.0f}]")
+            f"{r['spread'][1]:.0f}]; device-resident {r['resident_images_per_s']:8.0f} img/s, "
+            f"fastmix = {r['fraction_of_resident']:.2f} of it")  # fmt: skip
     vs = res["variants"]
     if "base" in vs and "pixmix" in vs:
         res["pixmix_vs_none_epoch_time"] = vs["base"]["images_per_s"] / vs["pixmix"][

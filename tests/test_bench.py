@@ -16,6 +16,10 @@ def test_bench_train_and_e2e_smoke(data_dir, tmp_path, monkeypatch):
     assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]
     v = record["train"]["variants"]
     assert v["base"]["images_per_s"] > 0
+    for row in v.values():  # the device-resident baseline ran beside the loader, window by window
+        assert row["resident_images_per_s"] > 0
+        lo, hi = row["fraction_spread"]
+        assert lo <= row["fraction_of_resident"] <= hi
     # OE batches carry one outlier per in-distribution image by default
     assert abs(v["pixmix_oe"]["total_images_per_s"] / v["pixmix_oe"]["images_per_s"] - 2) < 1e-9
 
