@@ -67,7 +67,8 @@ lint: install
 
 bench: install
 	@mkdir -p bench/out
-	$(PY) -m fastmix bench all $(RAW_FLAG) --data $(DATA_DIR) --json bench/out/bench.json
+	$(PY) -m fastmix bench all $(RAW_FLAG) --data $(DATA_DIR) --json bench/out/bench.json \
+		--plot bench/out/loader_throughput.png
 
 clean-data:
 	rm -rf $(DATA_DIR)

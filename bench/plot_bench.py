@@ -36,9 +36,11 @@ def plot_loader(loader: dict, path: str | Path, title: str = "") -> Path:
     names = {"none": "no augmentation", "sp": "salt-and-pepper", "pixmix": "PixMix"}
     ax.set_xticks(x, [names.get(v, v) for v in variants])
     ax.set_yscale("log")
+    top = max(r["img_per_s"] for v in variants for r in loader["ffcv"][v].values())
+    ax.set_ylim(top=top * 4)  # room for the ratios and the legend above the bars
     ax.set_ylabel("images / second (median of rounds)")
     ax.set_title(title or "Training loader throughput (ratio: fastmix / baseline)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", ncols=3)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
