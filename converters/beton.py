@@ -189,6 +189,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, a scheduler's cgroup), which
+    Numba's thread pool is sized by, not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def read_beton(
     path: str | os.PathLike, batch_size: int = 2048, num_workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +208,7 @@ def read_beton(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: beton not found")
-    workers = num_workers or max(1, min(2, os.cpu_count() or 1))
+    workers = num_workers or max(1, min(2, _usable_cpus()))
     loader = Loader(
         str(path),
         batch_size=batch_size,

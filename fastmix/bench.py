@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def machine_info() -> dict:
     """CPU model, cores, GPU and library versions, for every benchmark record."""
-    import ffcv
+    from importlib.metadata import version
+
     import numba
     import numpy
     import torch
@@ -44,7 +45,7 @@ def machine_info() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": cpu_has_amx_bf16(), "gpu": gpu,
             "python": platform.python_version(), "torch": torch.__version__,
-            "ffcv": getattr(ffcv, "__version__", "1.0.2"), "numba": numba.__version__,
+            "ffcv": version("ffcv"), "numba": numba.__version__,
             "numpy": numpy.__version__, "loadavg": os.getloadavg(),
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
 

@@ -338,7 +338,7 @@ def predict_logits(
     (``forward_features``) under bf16 autocast and the head (``forward_head``: average pool +
     linear) in float32 on the upcast features, so the logits are not bf16-quantised (that
     would tie saturated MSP scores); a model without that split runs fully under autocast.
-    Sets torch's thread count to ``os.cpu_count()`` first (importing ffcv sets it to 1).
+    Sets torch's thread count to the usable cores first (importing ffcv sets it to 1).
 
     Measured on the shared 2-core AMX-bf16 Xeon (ConvNet width 32, batch 1000, timings under
     load from other jobs, so ranges): 3,000 images fp32 contiguous 14-22 s, fp32
@@ -353,7 +353,9 @@ def predict_logits(
 
     device, precision = resolve_inference(device, precision)
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        from fastmix.device import set_cpu_threads
+
+        set_cpu_threads()  # the process's cores (affinity-aware), not the machine's
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
     bf16 = precision == "bf16"

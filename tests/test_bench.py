@@ -14,6 +14,7 @@ def test_bench_train_and_e2e_smoke(data_dir, tmp_path, monkeypatch):
     assert code == 0
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]
+    assert record["machine"]["ffcv"] == "1.0.2"  # the installed distribution, not ffcv.__version__
     v = record["train"]["variants"]
     assert v["base"]["images_per_s"] > 0
     for row in v.values():  # the device-resident baseline ran beside the loader, window by window
