@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from converters.errors import DataError
+from fastmix.cli_train import add_jobs_arg
 from fastmix.config import VARIANTS, load_config
 from fastmix.errors import ConfigError, TrainingError
 
@@ -29,6 +30,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--fractals", type=int, default=10_000)
     p.add_argument("--no-progress", action="store_true")
+    add_jobs_arg(p)
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
@@ -43,12 +45,15 @@ def _finished(run_dir: Path, epochs: int) -> bool:
 
 
 def run_all(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from converters.build import convert, summary_lines
     from converters.catalog import CatalogOptions, build_catalog
     from converters.sources import SourceResolver
-    from fastmix.cli_train import run_dir_for
+    from fastmix.cli_train import run_dir_for, train_job
     from fastmix.evaluate import evaluate_run
     from fastmix.report import write_report
+    from fastmix.schedule import resolve_jobs, train_concurrently
     from fastmix.train import train
 
     t0 = time.perf_counter()
@@ -74,7 +79,7 @@ def run_all(args: argparse.Namespace) -> int:
             return 1
 
         print("== train", flush=True)
-        runs = []
+        runs, todo = [], []
         for cfg in cfgs:
             run_dir = run_dir_for(out, cfg)
             runs.append(run_dir)
@@ -82,6 +87,18 @@ def run_all(args: argparse.Namespace) -> int:
                     cfg["train"]["max_steps"] and (run_dir / "checkpoints" / "best.pt").is_file()):
                 print(f"{run_dir}: already trained")
                 continue
+            todo.append(cfg)
+        n_jobs = resolve_jobs(args.jobs, len(todo), todo[0]["train"]["device"] if todo else "cpu")
+        if n_jobs > 1:
+            jobs = []
+            for cfg in todo:
+                job = train_job(cfg, args.config, overrides, out)
+                if (job.run_dir / "checkpoints" / "last.pt").is_file():
+                    job = replace(job, args=("--resume", str(job.run_dir)))
+                jobs.append(job)
+            train_concurrently(jobs, n_jobs, progress=progress)
+        for cfg in todo if n_jobs == 1 else []:
+            run_dir = run_dir_for(out, cfg)
             resume = (run_dir / "checkpoints" / "last.pt").is_file()
             r = train(cfg, run_dir, resume=resume, progress=progress)
             print(f"{r.variant}: best val acc {r.best_val_acc:.4f}, {r.images_per_s:.0f} img/s, "

@@ -26,6 +26,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="folder for run directories")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
     p.add_argument("--no-progress", action="store_true")
+    add_jobs_arg(p)
+
+
+def add_jobs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", default="auto", metavar="auto|N",
+                   help="runs trained at once, one process per group of cores (auto: as many as "
+                        "cores on a CPU, where it measured 1.4x faster on 2 cores; 1 on CUDA)")
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
@@ -45,12 +52,30 @@ def run_dir_for(out: str | Path, cfg: Config) -> Path:
     return Path(out) / f"{cfg['variant']['name']}-s{cfg['train']['seed']}"
 
 
+def train_job(cfg: Config, presets: list[str], overrides: list[str], out: str | Path):
+    """The ``fastmix train`` arguments that train ``cfg`` into ``run_dir_for(out, cfg)``."""
+    from fastmix.schedule import Job
+
+    args = ["--variant", cfg["variant"]["name"], "--out", str(out)]
+    for preset in presets:
+        args += ["--config", preset]
+    for o in [*overrides, f"train.seed={cfg['train']['seed']}"]:
+        args += ["--set", o]
+    return Job(run_dir_for(out, cfg), cfg["variant"]["name"], tuple(args), cfg["oe"]["enabled"])
+
+
 def train_variants(variants: list[str], presets: list[str], overrides: list[str],
-                   out: str | Path, progress: bool = True) -> list:
-    """Train each variant in turn (sequential: on 2 cores one run already uses both)."""
+                   out: str | Path, progress: bool = True, jobs: str | int = 1) -> list:
+    """Train each variant: in turn, or ``jobs`` at a time in pinned processes
+    (``fastmix.schedule``; ``auto`` = concurrent on a CPU, where it measured faster)."""
+    from fastmix.schedule import resolve_jobs, train_concurrently
     from fastmix.train import train
 
     cfgs = [load_config(v, presets, overrides) for v in variants]  # validate all first
+    n_jobs = resolve_jobs(jobs, len(cfgs), cfgs[0]["train"]["device"])
+    if n_jobs > 1:
+        todo = [train_job(cfg, presets, overrides, out) for cfg in cfgs]
+        return train_concurrently(todo, n_jobs, progress=progress)
     results = []
     for cfg in cfgs:
         results.append(train(cfg, run_dir_for(out, cfg), progress=progress))
@@ -70,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             variants = list(VARIANTS) if args.variant == "all" else [args.variant]
             results = train_variants(variants, args.config, cli_overrides(args), args.out,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, jobs=args.jobs)
     except (ConfigError, TrainingError, DataError) as e:
         print(f"fastmix train: error: {e}", file=sys.stderr)
         return 2
