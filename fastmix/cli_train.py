@@ -61,7 +61,8 @@ def train_job(cfg: Config, presets: list[str], overrides: list[str], out: str | 
         args += ["--config", preset]
     for o in [*overrides, f"train.seed={cfg['train']['seed']}"]:
         args += ["--set", o]
-    return Job(run_dir_for(out, cfg), cfg["variant"]["name"], tuple(args), cfg["oe"]["enabled"])
+    return Job(run_dir_for(out, cfg), cfg["variant"]["name"], tuple(args), cfg["oe"]["enabled"],
+               cfg["train"]["epochs"])
 
 
 def train_variants(variants: list[str], presets: list[str], overrides: list[str],

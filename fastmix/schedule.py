@@ -9,11 +9,14 @@ CPU: ``min(runs, cores)`` jobs of ``cores // jobs`` cores each. On CUDA it stays
 GPU, no measurement yet of several processes sharing it).
 
 Each child writes its output to ``<run dir>/train.log``; the parent shows one progress bar over
-the runs and prints a line per finished run. Ctrl-C reaches the children too (same process
-group): each saves its checkpoint, the parent waits for them and re-raises, and ``--resume`` /
-``fastmix run`` continue from there. Numerics: a run's weights depend on the thread count at the
-level of float rounding (torch's reductions), so a model trained on one core is not
-bit-identical to the same seed trained on two; each is reproducible in its own setting.
+the epochs of all runs (read from their ``metrics.csv``) and prints a line per finished run.
+Ctrl-C reaches the children too (same process group): each stops with its last checkpoint
+(written atomically every epoch, or every ``train.ckpt_every`` steps), the parent waits for
+them and re-raises, and ``--resume`` / ``fastmix run`` continue from there.
+
+Numerics: a run's weights depend on the thread count at the level of float rounding (torch's
+reductions), so a model trained on one core is not bit-identical to the same seed trained on
+two; each is reproducible in its own setting.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ class Job:
     variant: str
     args: tuple[str, ...]
     oe: bool = False  # Outlier Exposure runs take about twice as long: started first
+    epochs: int = 1  # for the progress bar
+
+
+def _epochs_done(job: Job) -> int:
+    """Finished epochs of a run, from the rows of its ``metrics.csv`` (0 before the first)."""
+    try:
+        with open(job.run_dir / "metrics.csv") as f:
+            return min(job.epochs, max(0, sum(1 for _ in f) - 1))
+    except OSError:
+        return 0
 
 
 def usable_cores() -> list[int]:
@@ -109,20 +122,25 @@ def train_concurrently(jobs: list[Job], n_jobs: int, progress: bool = True,
     queue = sorted(jobs, key=lambda j: not j.oe)  # longest first: shorter makespan
     running: dict[int, tuple[Job, subprocess.Popen]] = {}
     failed: list[str] = []
-    bar = tqdm(total=len(jobs), desc=f"training ({n_jobs} at a time)", disable=not progress)
+    started: list[Job] = []
+    bar = tqdm(total=sum(j.epochs for j in jobs), unit="epoch", disable=not progress,
+               desc=f"training {len(jobs)} runs, {n_jobs} at a time")  # fmt: skip
     try:
         while queue or running:
             for slot in range(n_jobs):
                 if slot not in running and queue and not failed:
                     job = queue.pop(0)
                     running[slot] = (job, _start(job, groups[slot]))
+                    started.append(job)
             time.sleep(0.2)
+            done = sum(_epochs_done(j) for j in started)
+            if done != bar.n:
+                bar.update(done - bar.n)
             for slot, (job, proc) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 proc.log.close()
                 del running[slot]
-                bar.update(1)
                 if proc.returncode != 0:
                     tail = (job.run_dir / "train.log").read_text(errors="replace")[-1500:]
                     code = proc.returncode
@@ -134,7 +152,7 @@ def train_concurrently(jobs: list[Job], n_jobs: int, progress: bool = True,
             if not running and failed:
                 break
     except KeyboardInterrupt:
-        for _, proc in running.values():  # they got the SIGINT too: let them checkpoint
+        for _, proc in running.values():  # they got the SIGINT too: let them stop cleanly
             proc.wait()
         raise
     finally:
