@@ -59,7 +59,9 @@ def _run(cmds: list[list[str]], cores: list[set[int]] | None, log: Path) -> floa
 
 def run_concurrency_bench(data: str, variants: list[str], epochs: int = 1, repeats: int = 1,
                           log=print) -> dict:  # fmt: skip
-    cpus = sorted(os.sched_getaffinity(0))
+    from fastmix.device import usable_cores
+
+    cpus = usable_cores()
     res: dict = {"variants": variants, "epochs": epochs, "cores": len(cpus),
                  "sequential_s": [], "concurrent_s": [], "val_acc": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp:

@@ -272,8 +272,9 @@ def run_loader_bench(
     the median over rounds of (fastest thread count) / baseline, ``thread_scaling[v]`` the
     median, min and max over rounds of 2 threads / 1 thread."""
     from converters.beton import write_beton
+    from fastmix.loader import usable_cpus
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     threads = [t for t in threads if 1 <= t <= cpus]
     res: dict = {
         "config": {

@@ -97,12 +97,13 @@ def run_all(args: argparse.Namespace) -> int:
                     job = replace(job, args=("--resume", str(job.run_dir)))
                 jobs.append(job)
             train_concurrently(jobs, n_jobs, progress=progress)
-        for cfg in todo if n_jobs == 1 else []:
-            run_dir = run_dir_for(out, cfg)
-            resume = (run_dir / "checkpoints" / "last.pt").is_file()
-            r = train(cfg, run_dir, resume=resume, progress=progress)
-            print(f"{r.variant}: best val acc {r.best_val_acc:.4f}, {r.images_per_s:.0f} img/s, "
-                  f"{r.seconds:.1f} s")
+        else:
+            for cfg in todo:
+                run_dir = run_dir_for(out, cfg)
+                resume = (run_dir / "checkpoints" / "last.pt").is_file()
+                r = train(cfg, run_dir, resume=resume, progress=progress)
+                print(f"{r.variant}: best val acc {r.best_val_acc:.4f}, "
+                      f"{r.images_per_s:.0f} img/s, {r.seconds:.1f} s")
 
         print("== evaluate", flush=True)
         cache: dict = {}

@@ -57,12 +57,18 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last
     return Runtime(dev, dtype, cl, comp)
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on: its affinity mask (taskset, a cgroup, ``--jobs``
+    pinning), which Numba sizes its thread pool by; all cores where there is no mask (not Linux)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
 def default_torch_threads() -> int:
     """All usable cores, shared evenly among the processes torchrun starts on this machine."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
+    cpus = len(usable_cores())
     return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 

@@ -41,6 +41,7 @@ from ffcv.transforms import ToDevice, ToTensor
 
 from converters.errors import DataError
 from fastmix import kernels
+from fastmix.device import usable_cores
 from fastmix.errors import ConfigError
 from fastmix.ops import PixMix, SaltPepper, ToUnitFloat, _EpochOp
 
@@ -50,10 +51,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def usable_cpus() -> int:
     """CPUs this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(usable_cores())
 
 
 def set_torch_threads(n: int | None = None) -> int:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastmix.device import usable_cores
 from fastmix.errors import TrainingError
 from fastmix.train import TrainResult
 
@@ -51,13 +52,6 @@ def _epochs_done(job: Job) -> int:
             return min(job.epochs, max(0, sum(1 for _ in f) - 1))
     except OSError:
         return 0
-
-
-def usable_cores() -> list[int]:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux: no pinning, the OS spreads the processes
-        return list(range(os.cpu_count() or 1))
 
 
 def resolve_jobs(jobs: str | int, n_runs: int, device: str) -> int:
@@ -102,13 +96,12 @@ def result_from_run_dir(run_dir: Path, variant: str) -> TrainResult:
 
 
 def _start(job: Job, cores: set[int]) -> subprocess.Popen:
+    """Start ``job`` pinned to ``cores``, its output appended to ``<run dir>/train.log``."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(job.run_dir / "train.log", "ab")  # noqa: SIM115 - closed when the job ends
     cmd = [sys.executable, "-m", "fastmix", "train", *job.args, "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cores))  # fmt: skip
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
+    with open(job.run_dir / "train.log", "ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: os.sched_setaffinity(0, cores))  # fmt: skip
 
 
 def train_concurrently(jobs: list[Job], n_jobs: int, progress: bool = True,
@@ -139,7 +132,6 @@ def train_concurrently(jobs: list[Job], n_jobs: int, progress: bool = True,
             for slot, (job, proc) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                proc.log.close()
                 del running[slot]
                 if proc.returncode != 0:
                     tail = (job.run_dir / "train.log").read_text(errors="replace")[-1500:]
