@@ -23,6 +23,9 @@ CVPR 2022; reference code andyzoujm/pixmix ``cifar.py`` / ``pixmix_utils.py``). 
                   b = -Beta(1, beta)   (both rounded to float32 like the reference)
     add(i1, i2)      = ((a (2 i1 - 1) + b (2 i2 - 1)) + 1) / 2
     multiply(i1, i2) = (2 i1)**a * max(2 i2, 1e-37)**b / 2
+                     computed as 2 ** (a log2(2 i1) + b log2(max(2 i2, 1e-37)) - 1) in float64,
+                     rounded once to float32 (``fastmix.fastpow``; the reference rounds each
+                     float32 power and the product, so the two differ by up to ~1 ulp)
 
 The crop stands in for the reference's ``Resize(36) + RandomCrop(32)`` of the mixing set: the bank
 is generated at 32x32 (the "resize" step: 4 px of margin, as 36 -> 32) and a random 28x28 window
@@ -77,7 +80,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fastmix.fastpow import pow_f32_array
+from fastmix.fastpow import exp2_f32_array, log2_array
 from fastmix.rng import _i64, beta, next_u64, randint, sample_state, uniform, unit_from_u64
 
 # ----------------------------------------------------------------------------- constants
@@ -130,9 +133,12 @@ _F2 = np.float32(2.0)
 _F255 = np.float32(255.0)
 _TINY = np.float32(1e-37)  # the reference's ``img2.clip(1e-37)``
 # 2 v / 255 for every uint8 v (float32, as the reference computes ``img * 2``), and the same
-# clipped at 1e-37: the inputs of the multiply step's power tables.
+# clipped at 1e-37; their float64 log2 (log2 0 = -inf): the multiply step's tables.
 _UNIT2 = (np.arange(256, dtype=np.float32) / _F255) * _F2
 _UNIT2_TINY = np.maximum(_UNIT2, _TINY)
+with np.errstate(divide="ignore"):
+    _LOG2_UNIT2 = np.log2(_UNIT2.astype(np.float64))
+_LOG2_UNIT2_TINY = np.log2(_UNIT2_TINY.astype(np.float64))
 _SMOOTH_EDGE = np.float32(1.0) / np.float32(13.0)  # Pillow's SMOOTH kernel 1 1 1 / 1 5 1 / 1 1 1
 _SMOOTH_CENTRE = np.float32(5.0) / np.float32(13.0)  # divided by 13 in float32, as Pillow does
 _HALF32 = np.float32(0.5)
@@ -166,14 +172,27 @@ def plan_size(k: int) -> int:
 
 @njit(cache=True, error_model="numpy")
 def _histogram(src, hist):
-    hist[:] = 0
+    """``hist[v]`` = number of pixels equal to v. Four partial histograms, one per column
+    residue mod 4, so that runs of equal pixels (an MNIST background) do not chain every
+    increment on the one before (a store-to-load dependency)."""
+    parts = np.zeros((4, 256), dtype=np.int32)
+    w = src.shape[1]
+    w4 = w - w % 4
     for y in range(src.shape[0]):
-        for x in range(src.shape[1]):
-            hist[_i64(src[y, x])] += 1
+        for x in range(0, w4, 4):
+            parts[0, _i64(src[y, x])] += 1
+            parts[1, _i64(src[y, x + 1])] += 1
+            parts[2, _i64(src[y, x + 2])] += 1
+            parts[3, _i64(src[y, x + 3])] += 1
+        for x in range(w4, w):
+            parts[0, _i64(src[y, x])] += 1
+    for v in range(256):
+        hist[v] = parts[0, v] + parts[1, v] + parts[2, v] + parts[3, v]
 
 
 @njit(cache=True, error_model="numpy")
 def _apply_lut(src, lut, dst):
+    """``dst = lut[src]`` for a uint8 ``lut`` of 256 entries."""
     for y in range(src.shape[0]):
         for x in range(src.shape[1]):
             dst[y, x] = lut[_i64(src[y, x])]
@@ -190,7 +209,7 @@ def autocontrast_u8(src, dst):
     """``PIL.ImageOps.autocontrast(img)`` (cutoff 0): stretch [lo, hi] to [0, 255] via
     ``int(i * 255/(hi-lo) - lo * 255/(hi-lo))`` clipped; identity if hi <= lo."""
     hist = np.empty(256, dtype=np.int64)
-    lut = np.empty(256, dtype=np.int64)
+    lut = np.empty(256, dtype=np.uint8)
     _histogram(src, hist)
     lo = 0
     while lo < 255 and hist[lo] == 0:
@@ -219,7 +238,7 @@ def equalize_u8(src, dst):
     lut[i] = (step // 2 + #pixels below i) // step, clipped to 255 (as ``Image.point`` does);
     identity when at most one level is present or step is 0."""
     hist = np.empty(256, dtype=np.int64)
-    lut = np.empty(256, dtype=np.int64)
+    lut = np.empty(256, dtype=np.uint8)
     _histogram(src, hist)
     present = 0
     total = 0
@@ -234,8 +253,10 @@ def equalize_u8(src, dst):
         _identity_lut(lut)
     else:
         n = step // 2
+        v = 0  # = n // step, kept up to date as n grows (no division per entry)
         for i in range(256):
-            v = n // step
+            while (v + 1) * step <= n:
+                v += 1
             lut[i] = v if v < 255 else 255
             n += hist[i]
     _apply_lut(src, lut, dst)
@@ -245,7 +266,7 @@ def equalize_u8(src, dst):
 def posterize_u8(src, bits, dst):
     """``PIL.ImageOps.posterize(img, bits)``: keep the top ``bits`` bits of every pixel."""
     shift = 8 - bits
-    lut = np.empty(256, dtype=np.int64)
+    lut = np.empty(256, dtype=np.uint8)
     for i in range(256):
         lut[i] = (i >> shift) << shift
     _apply_lut(src, lut, dst)
@@ -254,10 +275,36 @@ def posterize_u8(src, bits, dst):
 @njit(cache=True, error_model="numpy")
 def solarize_u8(src, threshold, dst):
     """``PIL.ImageOps.solarize(img, threshold)``: p if p < threshold else 255 - p."""
-    lut = np.empty(256, dtype=np.int64)
+    lut = np.empty(256, dtype=np.uint8)
     for i in range(256):
         lut[i] = i if i < threshold else 255 - i
     _apply_lut(src, lut, dst)
+
+
+@njit(cache=True, error_model="numpy")
+def pad_edges_u8(src, pad):
+    """``pad`` (H+2, W+2) = ``src`` with a one-pixel border that repeats the nearest edge pixel:
+    pad[r, c] = src[clip(r - 1, 0, H - 1), clip(c - 1, 0, W - 1)]. Reading the 2x2 neighbours
+    (yi, xi), (yi + 1, xi + 1) of any yi, xi in [-1, H - 1] x [-1, W - 1] from ``pad`` at
+    (yi + 1, xi + 1) gives the edge-clamped values of Pillow's bilinear filter without a clamp."""
+    h = src.shape[0]
+    w = src.shape[1]
+    for r in range(h + 2):
+        sr = min(max(r - 1, 0), h - 1)
+        pad[r, 0] = src[sr, 0]
+        for c in range(w):
+            pad[r, c + 1] = src[sr, c]
+        pad[r, w + 1] = src[sr, w - 1]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _affine_inside(a, byy, c, d, eyy, f, x, w, h):
+    """Pillow's test for output column ``x``: does (a (x+.5) + byy + c, d (x+.5) + eyy + f) fall
+    inside [0, W) x [0, H)?"""
+    xx = x + 0.5
+    xin = a * xx + byy + c
+    yin = d * xx + eyy + f
+    return xin >= 0.0 and xin < w and yin >= 0.0 and yin < h
 
 
 @njit(cache=True, error_model="numpy")
@@ -268,37 +315,56 @@ def affine_bilinear_u8(src, a, b, c, d, e, f, dst):
     input at (a (x+.5) + b (y+.5) + c, d (x+.5) + e (y+.5) + f); outside [0, W) x [0, H) -> 0;
     otherwise bilinear interpolation between the 2x2 neighbours of (xin - .5, yin - .5) with
     edge clamping, in float64, truncated to uint8.
+
+    The same float64 operations in the same order as Pillow, arranged for speed:
+    * the edge clamping reads from an edge-padded copy (``pad_edges_u8``), so no clamp;
+    * every IEEE operation is monotonic, so the inside columns of a row form one interval
+      [lo, hi), found by testing from both ends; no test between;
+    * per row, one vectorised pass computes the sample points and weights, one scalar pass
+      gathers the 2x2 neighbours, and one vectorised pass interpolates.
     """
     h = src.shape[0]
     w = src.shape[1]
+    w2 = w + 2
+    pad = np.empty((h + 2) * w2, dtype=np.uint8)
+    pad_edges_u8(src, pad.reshape(h + 2, w2))
+    out_w = dst.shape[1]
+    rows = np.empty((6, out_w), dtype=np.float64)
+    dxs, dys, p00, p01, p10, p11 = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+    idx = np.empty(out_w, dtype=np.int64)
     for y in range(dst.shape[0]):
         byy = b * (y + 0.5)
         eyy = e * (y + 0.5)
-        for x in range(dst.shape[1]):
-            xx = x + 0.5
-            xin = a * xx + byy + c
-            yin = d * xx + eyy + f
-            if xin < 0.0 or xin >= w or yin < 0.0 or yin >= h:
-                dst[y, x] = 0
-                continue
-            xin -= 0.5
-            yin -= 0.5
-            xi = math.floor(xin)
-            yi = math.floor(yin)
-            dx = xin - xi
-            dy = yin - yi
-            x0 = min(max(xi, 0), w - 1)
-            x1 = min(max(xi + 1, 0), w - 1)
-            y0 = min(max(yi, 0), h - 1)
-            p0 = _i64(src[y0, x0])
-            v1 = p0 + (_i64(src[y0, x1]) - p0) * dx
-            if yi + 1 >= 0 and yi + 1 < h:
-                q0 = _i64(src[yi + 1, x0])
-                v2 = q0 + (_i64(src[yi + 1, x1]) - q0) * dx
-            else:
-                v2 = v1
-            v1 = v1 + (v2 - v1) * dy
-            dst[y, x] = int(v1)
+        lo = 0  # [lo, hi): the inside columns of this row
+        while lo < out_w and not _affine_inside(a, byy, c, d, eyy, f, lo, w, h):
+            lo += 1
+        hi = out_w
+        while hi > lo and not _affine_inside(a, byy, c, d, eyy, f, hi - 1, w, h):
+            hi -= 1
+        for x in range(lo):
+            dst[y, x] = 0
+        for x in range(hi, out_w):
+            dst[y, x] = 0
+        n = hi - lo
+        for j in range(n):
+            xx = (lo + j) + 0.5
+            xin = a * xx + byy + c - 0.5
+            yin = d * xx + eyy + f - 0.5
+            fx = np.floor(xin)  # in [-1, W - 1]: column fx + 1 of the padded image
+            fy = np.floor(yin)
+            dxs[j] = xin - fx
+            dys[j] = yin - fy
+            idx[j] = np.int64((fy + 1.0) * w2 + (fx + 1.0))
+        for j in range(n):
+            k = idx[j]
+            p00[j] = pad[k]
+            p01[j] = pad[k + 1]
+            p10[j] = pad[k + w2]
+            p11[j] = pad[k + w2 + 1]
+        for j in range(n):
+            v1 = p00[j] + (p01[j] - p00[j]) * dxs[j]
+            v2 = p10[j] + (p11[j] - p10[j]) * dxs[j]
+            dst[y, lo + j] = np.int64(v1 + (v2 - v1) * dys[j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -320,46 +386,79 @@ def translate_u8(src, tx, ty, dst):
 @njit(cache=True, error_model="numpy")
 def shear_x_u8(src, s, dst):
     """``affine_bilinear_u8`` for (1, s, 0, 0, 1, 0): every output row samples its own input row
-    (yin = y + .5, so dy = 0 and the vertical lerp is the identity); same arithmetic per pixel."""
+    (yin = y + .5, so dy = 0 and the vertical lerp is the identity); same arithmetic per pixel,
+    same padding, row intervals and passes, two neighbours instead of four."""
     h = src.shape[0]
     w = src.shape[1]
+    w2 = w + 2
+    pad = np.empty((h + 2) * w2, dtype=np.uint8)
+    pad_edges_u8(src, pad.reshape(h + 2, w2))
+    rows = np.empty((3, w), dtype=np.float64)
+    dxs, p0, p1 = rows[0], rows[1], rows[2]
+    idx = np.empty(w, dtype=np.int64)
     for y in range(h):
         sy = s * (y + 0.5)
-        for x in range(w):
-            xin = (x + 0.5) + sy + 0.0
-            if xin < 0.0 or xin >= w:
-                dst[y, x] = 0
-                continue
-            xin -= 0.5
-            xi = math.floor(xin)
-            dx = xin - xi
-            p0 = _i64(src[y, min(max(xi, 0), w - 1)])
-            v = p0 + (_i64(src[y, min(max(xi + 1, 0), w - 1)]) - p0) * dx
-            dst[y, x] = int(v)
+        lo = 0
+        while lo < w and not (0.0 <= (lo + 0.5) + sy + 0.0 < w):
+            lo += 1
+        hi = w
+        while hi > lo and not (0.0 <= (hi - 0.5) + sy + 0.0 < w):
+            hi -= 1
+        for x in range(lo):
+            dst[y, x] = 0
+        for x in range(hi, w):
+            dst[y, x] = 0
+        n = hi - lo
+        base = (y + 1) * w2 + 1
+        for j in range(n):
+            xin = ((lo + j) + 0.5) + sy + 0.0 - 0.5
+            fx = np.floor(xin)
+            dxs[j] = xin - fx
+            idx[j] = np.int64(fx) + base
+        for j in range(n):
+            k = idx[j]
+            p0[j] = pad[k]
+            p1[j] = pad[k + 1]
+        for j in range(n):
+            dst[y, lo + j] = np.int64(p0[j] + (p1[j] - p0[j]) * dxs[j])
 
 
 @njit(cache=True, error_model="numpy")
 def shear_y_u8(src, s, dst):
     """``affine_bilinear_u8`` for (1, 0, 0, s, 1, 0): xin = x + .5, so dx = 0 and only the
-    vertical lerp remains; same arithmetic per pixel."""
+    vertical lerp remains; same arithmetic per pixel, same padding, row intervals and passes."""
     h = src.shape[0]
     w = src.shape[1]
+    w2 = w + 2
+    pad = np.empty((h + 2) * w2, dtype=np.uint8)
+    pad_edges_u8(src, pad.reshape(h + 2, w2))
+    rows = np.empty((3, w), dtype=np.float64)
+    dys, p0, p1 = rows[0], rows[1], rows[2]
+    idx = np.empty(w, dtype=np.int64)
     for y in range(h):
         yy = y + 0.5
-        for x in range(w):
-            yin = s * (x + 0.5) + yy + 0.0
-            if yin < 0.0 or yin >= h:
-                dst[y, x] = 0
-                continue
-            yin -= 0.5
-            yi = math.floor(yin)
-            dy = yin - yi
-            v1 = float(_i64(src[min(max(yi, 0), h - 1), x]))
-            if yi + 1 >= 0 and yi + 1 < h:
-                v2 = float(_i64(src[yi + 1, x]))
-            else:
-                v2 = v1
-            dst[y, x] = int(v1 + (v2 - v1) * dy)
+        lo = 0
+        while lo < w and not (0.0 <= s * (lo + 0.5) + yy + 0.0 < h):
+            lo += 1
+        hi = w
+        while hi > lo and not (0.0 <= s * (hi - 0.5) + yy + 0.0 < h):
+            hi -= 1
+        for x in range(lo):
+            dst[y, x] = 0
+        for x in range(hi, w):
+            dst[y, x] = 0
+        n = hi - lo
+        for j in range(n):
+            yin = s * ((lo + j) + 0.5) + yy + 0.0 - 0.5
+            fy = np.floor(yin)
+            dys[j] = yin - fy
+            idx[j] = np.int64(fy + 1.0) * w2 + (lo + j + 1)
+        for j in range(n):
+            k = idx[j]
+            p0[j] = pad[k]
+            p1[j] = pad[k + w2]
+        for j in range(n):
+            dst[y, lo + j] = np.int64(p0[j] + (p1[j] - p0[j]) * dys[j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -564,22 +663,19 @@ def _u8_to_unit(src, dst):
 @njit(cache=True, error_model="numpy")
 def mix_add(mixed, partner, a, b):
     """In place: ``mixed = clip(((a (2 mixed - 1) + b (2 p - 1)) + 1) / 2, 0, 1)`` (float32),
-    ``p = partner / 255`` (partner uint8)."""
-    lut = np.empty(256, dtype=np.float32)
-    for v in range(256):
-        lut[v] = b * ((np.float32(v) / _F255) * _F2 - _F1)
+    ``p = partner / 255`` (partner uint8); one branch-free pass that LLVM vectorises."""
     for y in range(mixed.shape[0]):
         for x in range(mixed.shape[1]):
-            o = (a * (mixed[y, x] * _F2 - _F1) + lut[_i64(partner[y, x])] + _F1) / _F2
+            q = b * ((np.float32(_i64(partner[y, x])) / _F255) * _F2 - _F1)
+            o = (a * (mixed[y, x] * _F2 - _F1) + q + _F1) / _F2
             mixed[y, x] = min(max(o, _F0), _F1)
 
 
 @njit(cache=True)
 def multiply_workspace(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch for ``mix_multiply`` on (h, w) images: float64 (4, n) and float32 (3, n),
-    n = max(h w, 256). Numba-callable; ``apply_pixmix_plan`` allocates it once per sample."""
-    n = max(h * w, 256)
-    return np.empty((4, n), dtype=np.float64), np.empty((3, n), dtype=np.float32)
+    """Scratch for ``mix_multiply`` on (h, w) images: float64 (3, h w) and float32 (1, h w).
+    Numba-callable; ``apply_pixmix_plan`` allocates it once per sample."""
+    return np.empty((3, h * w), dtype=np.float64), np.empty((1, h * w), dtype=np.float32)
 
 
 @njit(cache=True, error_model="numpy")
@@ -587,61 +683,87 @@ def mix_multiply(mixed, mixed_u8, mixed_is_u8, partner, a, b, work64, work32):
     """In place: ``mixed = clip((2 mixed)**a * max(2 p, 1e-37)**b / 2, 0, 1)`` (float32),
     ``p = partner / 255`` (partner uint8).
 
-    The powers dominate PixMix's cost, so they are computed by ``fastmix.fastpow`` over whole
-    arrays (vectorised; at most 1 ulp from ``powf``): the partner's power as a 256-entry table
-    per uint8 value, the mixed image's as a table too while it still equals ``mixed_u8 / 255``
-    (``mixed_is_u8``: before the first mixing round), else pixel by pixel in one vector pass.
+    Computed as ``2 ** (a log2(2 mixed) + b log2(max(2 p, 1e-37)) - 1)`` in float64, rounded once
+    to float32 (``fastmix.fastpow``: vectorised, no libm calls): the partner's log2 from a table
+    per uint8 value, the mixed image's from a table too while it still equals
+    ``mixed_u8 / 255`` (``mixed_is_u8``: before the first mixing round), else by one vector
+    pass. ``x**0 = 1`` for every x, as ``powf``. Within about 1 float32 ulp of the reference's
+    two float32 powers and product (which round three times; this rounds once).
     Scratch: ``work64``, ``work32`` from ``multiply_workspace`` (nothing is allocated here).
     """
     h = mixed.shape[0]
     w = mixed.shape[1]
-    lut_b = work32[2, :256]
-    pow_f32_array(_UNIT2_TINY, b, lut_b, work64)
-    powers = work32[1]
+    n = h * w
+    y = work64[2, :n]
+    res = work32[0, :n]
+    a64 = np.float64(a)
+    b64 = np.float64(b)
+    use_a = a != 0  # 0 * log2(0) would be NaN; x**0 is 1
+    use_b = b != 0
     if mixed_is_u8:
-        pow_f32_array(_UNIT2, a, powers[:256], work64)
-        for y in range(h):
-            for x in range(w):
-                o = powers[_i64(mixed_u8[y, x])] * lut_b[_i64(partner[y, x])] / _F2
-                mixed[y, x] = min(max(o, _F0), _F1)
+        for r in range(h):
+            for c in range(w):
+                ta = a64 * _LOG2_UNIT2[_i64(mixed_u8[r, c])] if use_a else 0.0
+                tb = b64 * _LOG2_UNIT2_TINY[_i64(partner[r, c])] if use_b else 0.0
+                y[r * w + c] = (ta + tb) - 1.0
     else:
-        n = h * w
-        doubled = work32[0, :n]
-        for y in range(h):
-            for x in range(w):
-                doubled[y * w + x] = mixed[y, x] * _F2
-        pow_f32_array(doubled, a, powers[:n], work64)
-        for y in range(h):
-            for x in range(w):
-                o = powers[y * w + x] * lut_b[_i64(partner[y, x])] / _F2
-                mixed[y, x] = min(max(o, _F0), _F1)
+        for r in range(h):
+            for c in range(w):
+                res[r * w + c] = mixed[r, c] * _F2
+        log2_array(res, y, work64)
+        for r in range(h):
+            for c in range(w):
+                i = r * w + c
+                ta = a64 * y[i] if use_a else 0.0
+                tb = b64 * _LOG2_UNIT2_TINY[_i64(partner[r, c])] if use_b else 0.0
+                y[i] = (ta + tb) - 1.0
+    exp2_f32_array(y, res, work64)
+    for r in range(h):
+        for c in range(w):
+            mixed[r, c] = min(max(res[r * w + c], _F0), _F1)
+
+
+@njit(cache=True)
+def pixmix_workspace(h: int, w: int) -> tuple:
+    """Scratch for ``apply_pixmix_plan_into`` on (h, w) images: (augmented start image,
+    augmented partner, mixing picture) uint8 (h, w) each, then ``multiply_workspace(h, w)``."""
+    work64, work32 = multiply_workspace(h, w)
+    return (
+        np.empty((h, w), dtype=np.uint8),
+        np.empty((h, w), dtype=np.uint8),
+        np.empty((h, w), dtype=np.uint8),
+        work64,
+        work32,
+    )
 
 
 @njit(cache=True, error_model="numpy")
-def apply_pixmix_plan(x, bank, plan, out):
-    """Deterministic part of PixMix: ``out`` (float32 (H, W)) = PixMix of uint8 ``x`` under
-    ``plan``, with the mixing picture cropped from ``bank`` (uint8 (M, S1, S2))."""
+def apply_pixmix_plan_into(x, bank, plan, out, workspace):
+    """``apply_pixmix_plan`` with caller-owned scratch (``pixmix_workspace``), so a batch
+    allocates once per chunk of samples instead of once per sample."""
+    start_buf, aug, picture, work64, work32 = workspace
     h = x.shape[0]
     w = x.shape[1]
-    start = np.empty((h, w), dtype=np.uint8)
-    aug = np.empty((h, w), dtype=np.uint8)
-    work64, work32 = multiply_workspace(h, w)
     if plan[P_AUG] != 0.0:
-        augment_u8(x, int(plan[P_OP]), plan[P_LEVEL], plan[P_SIGN], start)
+        augment_u8(x, int(plan[P_OP]), plan[P_LEVEL], plan[P_SIGN], start_buf)
+        start = start_buf
     else:
-        start[:, :] = x
+        start = x
     _u8_to_unit(start, out)
-    bi = int(plan[P_BANK])
-    cy = int(plan[P_CROP_Y])
-    cx = int(plan[P_CROP_X])
-    picture = bank[bi, cy : cy + h, cx : cx + w]
     r = int(plan[P_ROUNDS])
+    have_picture = False
     for j in range(r):
         at = PLAN_HEAD + PLAN_ROUND * j
         if plan[at + R_AUG] != 0.0:
             augment_u8(x, int(plan[at + R_OP]), plan[at + R_LEVEL], plan[at + R_SIGN], aug)
             partner = aug
         else:
+            if not have_picture:  # contiguous copy of the crop: the mixing loops vectorise
+                bi = int(plan[P_BANK])
+                cy = int(plan[P_CROP_Y])
+                cx = int(plan[P_CROP_X])
+                picture[:, :] = bank[bi, cy : cy + h, cx : cx + w]
+                have_picture = True
             partner = picture
         a = np.float32(plan[at + R_A])
         b = np.float32(plan[at + R_B])
@@ -649,6 +771,13 @@ def apply_pixmix_plan(x, bank, plan, out):
             mix_add(out, partner, a, b)
         else:
             mix_multiply(out, start, j == 0, partner, a, b, work64, work32)
+
+
+@njit(cache=True, error_model="numpy")
+def apply_pixmix_plan(x, bank, plan, out):
+    """Deterministic part of PixMix: ``out`` (float32 (H, W)) = PixMix of uint8 ``x`` under
+    ``plan``, with the mixing picture cropped from ``bank`` (uint8 (M, S1, S2))."""
+    apply_pixmix_plan_into(x, bank, plan, out, pixmix_workspace(x.shape[0], x.shape[1]))
 
 
 @njit(cache=True, error_model="numpy")
@@ -664,18 +793,33 @@ def pixmix_sample(x, bank, out, seed, epoch, index, k, beta_param, severity, n_o
     apply_pixmix_plan(x, bank, plan, out)
 
 
+BATCH_CHUNK = 16  # samples per parallel task: scratch is allocated once per task
+
+
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def pixmix_batch(images, indices, bank, out, seed, epoch, k, beta_param, severity, n_ops):
     """PixMix a batch: ``out[i]`` (float32 (B, H, W), in [0, 1]) from ``images[i]`` (uint8
-    (B, H, W)) with the stream ``sample_state(seed, epoch, indices[i])``; prange over the batch.
+    (B, H, W)) with the stream ``sample_state(seed, epoch, indices[i])``; prange over chunks of
+    ``BATCH_CHUNK`` samples, each with its own scratch. Every sample depends only on its own
+    stream, so the output does not depend on the chunking or the thread count.
 
     ``bank``: uint8 (M, S1, S2) mixing pictures with S1 >= H, S2 >= W. ``n_ops``: N_OPS_BASIC
     or N_OPS_ALL. Parameters are validated by the caller (``fastmix.ops.PixMix``).
     """
-    for i in prange(images.shape[0]):
-        pixmix_sample(
-            images[i], bank, out[i], seed, epoch, indices[i], k, beta_param, severity, n_ops
-        )
+    n = images.shape[0]
+    h = images.shape[1]
+    w = images.shape[2]
+    for c in prange((n + BATCH_CHUNK - 1) // BATCH_CHUNK):
+        workspace = pixmix_workspace(h, w)
+        plan = np.empty(PLAN_HEAD + PLAN_ROUND * k, dtype=np.float64)
+        state = np.empty(1, dtype=np.uint64)
+        for i in range(c * BATCH_CHUNK, min(n, (c + 1) * BATCH_CHUNK)):
+            state[0] = sample_state(seed, epoch, indices[i])
+            draw_pixmix_plan(
+                state, bank.shape[0], bank.shape[1], bank.shape[2], h, w,
+                k, beta_param, severity, n_ops, plan,
+            )  # fmt: skip
+            apply_pixmix_plan_into(images[i], bank, plan, out[i], workspace)
 
 
 @njit(cache=True, error_model="numpy")
