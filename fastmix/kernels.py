@@ -793,7 +793,7 @@ def pixmix_sample(x, bank, out, seed, epoch, index, k, beta_param, severity, n_o
     apply_pixmix_plan(x, bank, plan, out)
 
 
-BATCH_CHUNK = 16  # samples per parallel task: scratch is allocated once per task
+BATCH_CHUNK = 4  # samples per parallel task: scratch is allocated once per task
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")

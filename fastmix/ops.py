@@ -2,7 +2,7 @@
 
 Pipeline for the image field (``NDArrayField`` uint8 (H, W))::
 
-    NDArrayDecoder() -> ToUnitFloat() | SaltPepper(...) | PixMix(...) -> ffcv ToTensor()
+    ParallelNDArrayDecoder() -> ToUnitFloat() | SaltPepper(...) | PixMix(...) -> ffcv ToTensor()
 
 Every op turns the decoded uint8 batch (B, H, W) into float32 (B, 1, H, W) in [0, 1] -- the one
 model-input convention of fastmix (normalisation (x - 0.5) / 0.5 happens in the model).
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+from ffcv.fields.decoders import NDArrayDecoder
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
@@ -59,6 +60,22 @@ def _image_shape(previous_state: State, op_name: str) -> tuple[int, int]:
             f"{previous_state.dtype} {shape}"
         )
     return int(shape[0]), int(shape[1])
+
+
+class ParallelNDArrayDecoder(NDArrayDecoder):
+    """ffcv's ``NDArrayDecoder`` with its per-sample copy loop compiled ``parallel=True``.
+
+    ffcv's decoder loops over the batch with ``Compiler.get_iterator()`` (``prange`` when the
+    loader has more than one thread) but never marks itself ``is_parallel``, so ``Compiler``
+    compiles it serial and the copy runs on one thread while the other cores wait: with a
+    random order every sample is a cache miss (~0.35 ms per batch of 512 here, ~10% of a
+    PixMix batch on 2 threads). Marked parallel, it splits over the loader's threads (about
+    +0.6 s of compilation per loader, measured)."""
+
+    def generate_code(self) -> Callable:
+        decoder = super().generate_code()
+        decoder.is_parallel = True
+        return decoder
 
 
 class _UnitFloatOp(Operation):
