@@ -384,81 +384,64 @@ def translate_u8(src, tx, ty, dst):
 
 
 @njit(cache=True, error_model="numpy")
-def shear_x_u8(src, s, dst):
-    """``affine_bilinear_u8`` for (1, s, 0, 0, 1, 0): every output row samples its own input row
-    (yin = y + .5, so dy = 0 and the vertical lerp is the identity); same arithmetic per pixel,
-    same padding, row intervals and passes, two neighbours instead of four."""
+def _shear_u8(src, s, vertical, dst):
+    """``affine_bilinear_u8`` for a shear: (1, s, 0, 0, 1, 0) (``vertical`` False: each output
+    row samples its own input row, yin = y + .5, so dy = 0) or (1, 0, 0, s, 1, 0) (True: xin =
+    x + .5, dx = 0). Only one lerp remains, between the two neighbours along the sheared axis;
+    the same float64 operations as the general case (1.0 * v = v and + commutes, exactly), the
+    same padding, row intervals and passes."""
     h = src.shape[0]
     w = src.shape[1]
     w2 = w + 2
     pad = np.empty((h + 2) * w2, dtype=np.uint8)
     pad_edges_u8(src, pad.reshape(h + 2, w2))
     rows = np.empty((3, w), dtype=np.float64)
-    dxs, p0, p1 = rows[0], rows[1], rows[2]
+    frac, p0, p1 = rows[0], rows[1], rows[2]
     idx = np.empty(w, dtype=np.int64)
+    slope = s if vertical else 1.0  # the sample coordinate u = slope (x + .5) + offset
+    limit = h if vertical else w  # inside iff 0 <= u < limit
+    # In ``pad``, sample u of output (y, x) reads row u + 1, column x + 1 (vertical) or row
+    # y + 1, column u + 1 (horizontal); the other neighbour is ``step`` further on.
+    step = w2 if vertical else 1
+    across = 1 if vertical else 0
     for y in range(h):
-        sy = s * (y + 0.5)
+        offset = (y + 0.5) if vertical else s * (y + 0.5)
+        base = 1 if vertical else (y + 1) * w2
         lo = 0
-        while lo < w and not (0.0 <= (lo + 0.5) + sy + 0.0 < w):
+        while lo < w and not (0.0 <= slope * (lo + 0.5) + offset + 0.0 < limit):
             lo += 1
         hi = w
-        while hi > lo and not (0.0 <= (hi - 0.5) + sy + 0.0 < w):
+        while hi > lo and not (0.0 <= slope * (hi - 0.5) + offset + 0.0 < limit):
             hi -= 1
         for x in range(lo):
             dst[y, x] = 0
         for x in range(hi, w):
             dst[y, x] = 0
         n = hi - lo
-        base = (y + 1) * w2 + 1
         for j in range(n):
-            xin = ((lo + j) + 0.5) + sy + 0.0 - 0.5
-            fx = np.floor(xin)
-            dxs[j] = xin - fx
-            idx[j] = np.int64(fx) + base
+            x = lo + j
+            u = slope * (x + 0.5) + offset + 0.0 - 0.5
+            fu = np.floor(u)
+            frac[j] = u - fu
+            idx[j] = base + np.int64(fu + 1.0) * step + x * across
         for j in range(n):
             k = idx[j]
             p0[j] = pad[k]
-            p1[j] = pad[k + 1]
+            p1[j] = pad[k + step]
         for j in range(n):
-            dst[y, lo + j] = np.int64(p0[j] + (p1[j] - p0[j]) * dxs[j])
+            dst[y, lo + j] = np.int64(p0[j] + (p1[j] - p0[j]) * frac[j])
+
+
+@njit(cache=True, error_model="numpy")
+def shear_x_u8(src, s, dst):
+    """``affine_bilinear_u8(src, 1, s, 0, 0, 1, 0, dst)``, one lerp per pixel."""
+    _shear_u8(src, s, False, dst)
 
 
 @njit(cache=True, error_model="numpy")
 def shear_y_u8(src, s, dst):
-    """``affine_bilinear_u8`` for (1, 0, 0, s, 1, 0): xin = x + .5, so dx = 0 and only the
-    vertical lerp remains; same arithmetic per pixel, same padding, row intervals and passes."""
-    h = src.shape[0]
-    w = src.shape[1]
-    w2 = w + 2
-    pad = np.empty((h + 2) * w2, dtype=np.uint8)
-    pad_edges_u8(src, pad.reshape(h + 2, w2))
-    rows = np.empty((3, w), dtype=np.float64)
-    dys, p0, p1 = rows[0], rows[1], rows[2]
-    idx = np.empty(w, dtype=np.int64)
-    for y in range(h):
-        yy = y + 0.5
-        lo = 0
-        while lo < w and not (0.0 <= s * (lo + 0.5) + yy + 0.0 < h):
-            lo += 1
-        hi = w
-        while hi > lo and not (0.0 <= s * (hi - 0.5) + yy + 0.0 < h):
-            hi -= 1
-        for x in range(lo):
-            dst[y, x] = 0
-        for x in range(hi, w):
-            dst[y, x] = 0
-        n = hi - lo
-        for j in range(n):
-            yin = s * ((lo + j) + 0.5) + yy + 0.0 - 0.5
-            fy = np.floor(yin)
-            dys[j] = yin - fy
-            idx[j] = np.int64(fy + 1.0) * w2 + (lo + j + 1)
-        for j in range(n):
-            k = idx[j]
-            p0[j] = pad[k]
-            p1[j] = pad[k + w2]
-        for j in range(n):
-            dst[y, lo + j] = np.int64(p0[j] + (p1[j] - p0[j]) * dys[j])
+    """``affine_bilinear_u8(src, 1, 0, 0, s, 1, 0, dst)``, one lerp per pixel."""
+    _shear_u8(src, s, True, dst)
 
 
 @njit(cache=True, error_model="numpy")
