@@ -308,6 +308,15 @@ def _affine_inside(a, byy, c, d, eyy, f, x, w, h):
 
 
 @njit(cache=True, error_model="numpy")
+def _zero_outside(dst, y, lo, hi):
+    """Fill 0 (Pillow's fill) in row ``y`` of ``dst`` outside the inside columns [lo, hi)."""
+    for x in range(lo):
+        dst[y, x] = 0
+    for x in range(hi, dst.shape[1]):
+        dst[y, x] = 0
+
+
+@njit(cache=True, error_model="numpy")
 def affine_bilinear_u8(src, a, b, c, d, e, f, dst):
     """``img.transform(size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)``, fill 0.
 
@@ -341,10 +350,7 @@ def affine_bilinear_u8(src, a, b, c, d, e, f, dst):
         hi = out_w
         while hi > lo and not _affine_inside(a, byy, c, d, eyy, f, hi - 1, w, h):
             hi -= 1
-        for x in range(lo):
-            dst[y, x] = 0
-        for x in range(hi, out_w):
-            dst[y, x] = 0
+        _zero_outside(dst, y, lo, hi)
         n = hi - lo
         for j in range(n):
             xx = (lo + j) + 0.5
@@ -413,10 +419,7 @@ def _shear_u8(src, s, vertical, dst):
         hi = w
         while hi > lo and not (0.0 <= slope * (hi - 0.5) + offset + 0.0 < limit):
             hi -= 1
-        for x in range(lo):
-            dst[y, x] = 0
-        for x in range(hi, w):
-            dst[y, x] = 0
+        _zero_outside(dst, y, lo, hi)
         n = hi - lo
         for j in range(n):
             x = lo + j
