@@ -2,7 +2,8 @@
 
 Pipeline for the image field (``NDArrayField`` uint8 (H, W))::
 
-    ParallelNDArrayDecoder() -> ToUnitFloat() | SaltPepper(...) | PixMix(...) -> ffcv ToTensor()
+    NDArrayDecoder() -> ToUnitFloat()                          -> ffcv ToTensor()
+    ParallelNDArrayDecoder() -> SaltPepper(...) | PixMix(...) -> ffcv ToTensor()
 
 Every op turns the decoded uint8 batch (B, H, W) into float32 (B, 1, H, W) in [0, 1] -- the one
 model-input convention of fastmix (normalisation (x - 0.5) / 0.5 happens in the model).
