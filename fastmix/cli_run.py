@@ -45,16 +45,12 @@ def _finished(run_dir: Path, epochs: int) -> bool:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from converters.build import convert, summary_lines
     from converters.catalog import CatalogOptions, build_catalog
     from converters.sources import SourceResolver
-    from fastmix.cli_train import run_dir_for, train_job
+    from fastmix.cli_train import run_dir_for, train_configs
     from fastmix.evaluate import evaluate_run
     from fastmix.report import write_report
-    from fastmix.schedule import resolve_jobs, train_concurrently
-    from fastmix.train import train
 
     t0 = time.perf_counter()
     progress = not args.no_progress
@@ -88,22 +84,8 @@ def run_all(args: argparse.Namespace) -> int:
                 print(f"{run_dir}: already trained")
                 continue
             todo.append(cfg)
-        n_jobs = resolve_jobs(args.jobs, len(todo), todo[0]["train"]["device"] if todo else "cpu")
-        if n_jobs > 1:
-            jobs = []
-            for cfg in todo:
-                job = train_job(cfg, args.config, overrides, out)
-                if (job.run_dir / "checkpoints" / "last.pt").is_file():
-                    job = replace(job, args=("--resume", str(job.run_dir)))
-                jobs.append(job)
-            train_concurrently(jobs, n_jobs, progress=progress)
-        else:
-            for cfg in todo:
-                run_dir = run_dir_for(out, cfg)
-                resume = (run_dir / "checkpoints" / "last.pt").is_file()
-                r = train(cfg, run_dir, resume=resume, progress=progress)
-                print(f"{r.variant}: best val acc {r.best_val_acc:.4f}, "
-                      f"{r.images_per_s:.0f} img/s, {r.seconds:.1f} s")
+        train_configs(todo, args.config, overrides, out, progress, args.jobs,
+                      resume_unfinished=True, log=print)
 
         print("== evaluate", flush=True)
         cache: dict = {}

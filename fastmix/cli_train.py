@@ -65,22 +65,46 @@ def train_job(cfg: Config, presets: list[str], overrides: list[str], out: str | 
                cfg["train"]["epochs"])
 
 
-def train_variants(variants: list[str], presets: list[str], overrides: list[str],
-                   out: str | Path, progress: bool = True, jobs: str | int = 1) -> list:
-    """Train each variant: in turn, or ``jobs`` at a time in pinned processes
-    (``fastmix.schedule``; ``auto`` = concurrent on a CPU, where it measured faster)."""
+def train_configs(cfgs: list[Config], presets: list[str], overrides: list[str],
+                  out: str | Path, progress: bool = True, jobs: str | int = 1,
+                  resume_unfinished: bool = False, log=None) -> list:
+    """Train each config into ``run_dir_for(out, cfg)``: in turn, or ``jobs`` at a time in
+    pinned processes (``fastmix.schedule``; ``auto`` = concurrent on a CPU, where it measured
+    faster). ``resume_unfinished``: continue a run directory that holds a ``last.pt``
+    checkpoint. ``log``: called with a line per run trained in turn."""
+    from dataclasses import replace
+
     from fastmix.schedule import resolve_jobs, train_concurrently
     from fastmix.train import train
 
-    cfgs = [load_config(v, presets, overrides) for v in variants]  # validate all first
-    n_jobs = resolve_jobs(jobs, len(cfgs), cfgs[0]["train"]["device"])
+    def resumes(run_dir: Path) -> bool:
+        return resume_unfinished and (run_dir / "checkpoints" / "last.pt").is_file()
+
+    n_jobs = resolve_jobs(jobs, len(cfgs), cfgs[0]["train"]["device"] if cfgs else "cpu")
     if n_jobs > 1:
-        todo = [train_job(cfg, presets, overrides, out) for cfg in cfgs]
+        todo = []
+        for cfg in cfgs:
+            job = train_job(cfg, presets, overrides, out)
+            if resumes(job.run_dir):
+                job = replace(job, args=("--resume", str(job.run_dir)))
+            todo.append(job)
         return train_concurrently(todo, n_jobs, progress=progress)
     results = []
     for cfg in cfgs:
-        results.append(train(cfg, run_dir_for(out, cfg), progress=progress))
+        run_dir = run_dir_for(out, cfg)
+        r = train(cfg, run_dir, resume=resumes(run_dir), progress=progress)
+        if log is not None:
+            log(f"{r.variant}: best val acc {r.best_val_acc:.4f}, "
+                f"{r.images_per_s:.0f} img/s, {r.seconds:.1f} s")
+        results.append(r)
     return results
+
+
+def train_variants(variants: list[str], presets: list[str], overrides: list[str],
+                   out: str | Path, progress: bool = True, jobs: str | int = 1) -> list:
+    """Validate every variant's config first, then ``train_configs`` them."""
+    cfgs = [load_config(v, presets, overrides) for v in variants]
+    return train_configs(cfgs, presets, overrides, out, progress, jobs)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -660,7 +660,7 @@ def mix_add(mixed, partner, a, b):
 @njit(cache=True)
 def multiply_workspace(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Scratch for ``mix_multiply`` on (h, w) images: float64 (3, h w) and float32 (1, h w).
-    Numba-callable; ``apply_pixmix_plan`` allocates it once per sample."""
+    Numba-callable; part of ``pixmix_workspace`` (one per chunk of a batch)."""
     return np.empty((3, h * w), dtype=np.float64), np.empty((1, h * w), dtype=np.float32)
 
 
@@ -764,19 +764,6 @@ def apply_pixmix_plan(x, bank, plan, out):
     """Deterministic part of PixMix: ``out`` (float32 (H, W)) = PixMix of uint8 ``x`` under
     ``plan``, with the mixing picture cropped from ``bank`` (uint8 (M, S1, S2))."""
     apply_pixmix_plan_into(x, bank, plan, out, pixmix_workspace(x.shape[0], x.shape[1]))
-
-
-@njit(cache=True, error_model="numpy")
-def pixmix_sample(x, bank, out, seed, epoch, index, k, beta_param, severity, n_ops):
-    """PixMix of one uint8 image into ``out`` (float32), drawn from stream (seed, epoch, index)."""
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = sample_state(seed, epoch, index)
-    plan = np.empty(PLAN_HEAD + PLAN_ROUND * k, dtype=np.float64)
-    draw_pixmix_plan(
-        state, bank.shape[0], bank.shape[1], bank.shape[2], x.shape[0], x.shape[1],
-        k, beta_param, severity, n_ops, plan,
-    )  # fmt: skip
-    apply_pixmix_plan(x, bank, plan, out)
 
 
 BATCH_CHUNK = 4  # samples per parallel task: scratch is allocated once per task
