@@ -12,7 +12,8 @@ How the work is done. Each op declares ``jit_mode=False``, so FFCV calls its cod
 Python function once per batch (in the loader's worker thread) instead of compiling it into the
 pipeline. That function makes ONE call to a cached, ``parallel=True, nogil=True`` batch kernel of
 ``fastmix.kernels`` (a ``prange`` over the batch, as many threads as the loader's ``num_workers``,
-which FFCV sets with ``numba.set_num_threads`` in that thread). Consequences:
+which FFCV sets with ``numba.set_num_threads`` in that thread), load-balanced with Numba's
+dynamic schedule (``run_load_balanced``). Consequences:
 
 * no per-loader JIT: the kernels come from Numba's on-disk cache, so building a loader costs
   only FFCV's own decoder compilation;
@@ -40,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numba
 import numpy as np
 from ffcv.fields.decoders import NDArrayDecoder
 from ffcv.pipeline.allocation_query import AllocationQuery
@@ -51,6 +53,30 @@ from fastmix import kernels
 from fastmix.errors import ConfigError
 
 _F32 = np.dtype(np.float32)
+
+# Iterations of each kernel's prange per scheduled task (numba.set_parallel_chunksize), chosen
+# by bench measurements on 2 cores (bench/RESULTS.md): one PixMix iteration is a chunk of
+# kernels.BATCH_CHUNK = 4 samples (~40 us); one salt-and-pepper iteration is one sample (~1 us).
+PIXMIX_TASK_ITERATIONS = 1
+SALT_PEPPER_TASK_ITERATIONS = 32
+
+
+def run_load_balanced(kernel: Callable, task_iterations: int, *args) -> None:
+    """Call the ``prange`` kernel ``kernel(*args)`` with Numba's dynamic schedule: the loop is
+    cut into tasks of ``task_iterations`` iterations that idle threads take in turn.
+
+    Numba's default schedule (chunksize 0) cuts a ``prange`` into one contiguous block per
+    thread, so a batch ends when the slowest block does. On a 2-core machine the loader's own
+    thread, the training or consuming thread and other processes preempt one worker now and
+    then, and with static blocks the other one then waits idle at the end of the batch.
+    Measured in the FFCV loader (PixMix, 2 vs 1 thread, interleaved): 1.75-1.80x static,
+    1.81-1.99x dynamic. The output does not change: every sample draws from its own stream.
+    The calling thread's previous chunk size is restored, also when the kernel raises."""
+    previous = numba.set_parallel_chunksize(task_iterations)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_parallel_chunksize(previous)
 
 
 def _image_shape(previous_state: State, op_name: str) -> tuple[int, int]:
@@ -144,7 +170,9 @@ class SaltPepper(_EpochOp):
         def salt_pepper(images, dst, indices):
             n = images.shape[0]
             out = dst.reshape(n, images.shape[1], images.shape[2])
-            kernel(images, indices.astype(np.int64), out, op.seed, op.epoch, op.amount)
+            run_load_balanced(kernel, SALT_PEPPER_TASK_ITERATIONS,
+                              images, indices.astype(np.int64), out, op.seed, op.epoch,
+                              op.amount)  # fmt: skip
             return dst
 
         salt_pepper.with_indices = True
@@ -210,8 +238,9 @@ class PixMix(_EpochOp):
         def pixmix(images, dst, indices):
             n = images.shape[0]
             out = dst.reshape(n, images.shape[1], images.shape[2])
-            kernel(images, indices.astype(np.int64), op.bank, out, op.seed, op.epoch,
-                   op.k, op.beta, op.severity, op.n_ops)  # fmt: skip
+            run_load_balanced(kernel, PIXMIX_TASK_ITERATIONS,
+                              images, indices.astype(np.int64), op.bank, out, op.seed,
+                              op.epoch, op.k, op.beta, op.severity, op.n_ops)  # fmt: skip
             return dst
 
         pixmix.with_indices = True

@@ -4,6 +4,7 @@ can be matched to samples and to the kernels whatever the order."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from fastmix.loader import (
     set_torch_threads,
     to_model_input,
 )
+from fastmix.ops import run_load_balanced
 
 N = 72
 BATCH = 16
@@ -115,11 +117,13 @@ def test_same_seed_same_batches_other_seed_other_order(data):
     assert not np.array_equal(a[1], c[1])
 
 
-def test_thread_count_does_not_change_samples(data):
+@pytest.mark.parametrize("variant", ["pixmix", "sp"])
+def test_thread_count_does_not_change_samples(data, variant):
+    """1 thread against 2 threads under the dynamic (load-balanced) schedule."""
     runs = {}
     for workers in (1, 2):
         loader = make_train_loader(
-            data["train"], "pixmix", BATCH, seed=2, fractal_bank=data["bank"], num_workers=workers
+            data["train"], variant, BATCH, seed=2, fractal_bank=data["bank"], num_workers=workers
         )
         runs[workers] = _by_index(*_epoch(loader))
     np.testing.assert_array_equal(runs[1][1], runs[2][1])
@@ -187,3 +191,43 @@ def test_errors_name_the_fault(data, tmp_path):
     bad.write_bytes(b"not a beton")
     with pytest.raises(DataError, match="bad.beton"):
         make_eval_loader(bad, BATCH)
+
+
+def test_run_load_balanced_sets_the_task_size_only_for_the_call():
+    seen = []
+    numba.set_parallel_chunksize(3)
+    try:
+        run_load_balanced(lambda tag: seen.append((tag, numba.get_parallel_chunksize())), 7, "a")
+        assert seen == [("a", 7)] and numba.get_parallel_chunksize() == 3
+
+        def fails():
+            raise RuntimeError("kernel failed")
+
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            run_load_balanced(fails, 5)
+        assert numba.get_parallel_chunksize() == 3
+    finally:
+        numba.set_parallel_chunksize(0)
+
+
+def test_load_balanced_kernel_equals_static_schedule(data):
+    """Same batch through kernels.pixmix_batch on 2 threads: Numba's default static blocks
+    against tasks of one chunk taken dynamically."""
+    images = data["images"][:37]  # not a multiple of the chunk size
+    indices = np.arange(100, 137, dtype=np.int64)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        outs = []
+        for task in (None, 1):
+            out = np.full((37, 28, 28), np.nan, np.float32)
+            args = (images, indices, data["bank"], out, 5, 2, 4, 3.0, 3.0, K.N_OPS_BASIC)
+            if task is None:
+                K.pixmix_batch(*args)
+            else:
+                run_load_balanced(K.pixmix_batch, task, *args)
+            outs.append(out)
+    finally:
+        numba.set_num_threads(previous)
+    assert np.isfinite(outs[0]).all()
+    np.testing.assert_array_equal(outs[0], outs[1])
