@@ -1,6 +1,6 @@
 """Loader throughput: fastmix's FFCV + Numba pipelines against per-sample PyTorch baselines.
 
-Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--epochs 5]
+Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--epochs 7]
        [--baseline-n 8192] [--threads 1 2] [--raw DIR] [--no-latency] [--json [PATH]]
        [--preview PATH]
 
@@ -251,7 +251,7 @@ def write_preview(path: Path, images: np.ndarray, bank: np.ndarray, n: int = 12)
 def run_loader_bench(
     n: int = 55_000,
     batch_size: int = 512,
-    epochs: int = 5,
+    epochs: int = 7,
     threads: Sequence[int] = (1, 2),
     variants: Sequence[str] = VARIANTS,
     baseline_n: int = 8192,
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=55_000, help="images in the beton")
     ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--epochs", type=int, default=5, help="timed rounds per figure (median)")
+    ap.add_argument("--epochs", type=int, default=7, help="timed rounds per figure (median)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")

@@ -59,7 +59,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e2e-epochs", type=int, default=1)
     p.add_argument("--steps", type=int, default=20, help="timed steps per window (train)")
     p.add_argument("--loader-n", type=int, default=55_000, help="images per loader epoch")
-    p.add_argument("--loader-epochs", type=int, default=5, help="timed loader rounds (median)")
+    p.add_argument("--loader-epochs", type=int, default=7, help="timed loader rounds (median)")
     p.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")
     p.add_argument("--no-latency", action="store_true", help="skip the cold/warm JIT timing")
     p.add_argument("--plot", help="PNG of the loader's images/s per pipeline")
