@@ -145,16 +145,19 @@ def interleaved_epochs(loaders: dict[str, Iterable], epochs: int, warmup: int = 
 
     Each round runs one epoch of every loader, one after the other, so a slow drift of the
     machine's speed (other tenants of a virtual machine: seen here as +-25% over minutes) hits
-    all of them alike, and a ratio taken within one round compares like with like.
+    all of them alike, and a ratio taken within one round compares like with like. Odd rounds
+    run the loaders in reverse order (A B C, C B A, ...), so no loader always follows the same
+    one (the baseline's worker processes, say) and a drift within a round cancels over two.
     Returns {name: {img_per_s (median), img_per_cpu_s (median), epochs (per-round rates)}}.
     """
     for loader in loaders.values():
         for _ in range(warmup):
             time_epoch(loader)
     rates: dict[str, list[tuple[float, float]]] = {name: [] for name in loaders}
-    for _ in range(epochs):
-        for name, loader in loaders.items():
-            rates[name].append(time_epoch(loader))
+    names = list(loaders)
+    for r in range(epochs):
+        for name in names if r % 2 == 0 else reversed(names):
+            rates[name].append(time_epoch(loaders[name]))
     return {
         name: {
             "img_per_s": statistics.median(r for r, _ in rs),
