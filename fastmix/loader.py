@@ -111,6 +111,12 @@ class EpochLoader:
         if self.torch_threads != 0:
             set_torch_threads(self.torch_threads)
 
+    def close(self) -> None:
+        """Stop the unfinished epoch's FFCV worker thread, if any (idempotent; the loader stays
+        usable). Otherwise that thread stays alive, blocked on its full queue, holding its
+        batch buffers, and Numba's TBB pool cannot shut down before a later ``fork()``."""
+        self._stop_previous()
+
     def _stop_previous(self) -> None:
         """Stop an unfinished FFCV epoch before the next one starts.
 

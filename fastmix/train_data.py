@@ -43,14 +43,26 @@ class TrainData:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor,
                                                                   torch.Tensor | None]]:
-        """Batches (x, y, outliers or None) of ``epoch``, starting after ``skip`` batches."""
+        """Batches (x, y, outliers or None) of ``epoch``, starting after ``skip`` batches.
+
+        When the generator ends -- exhausted, left early (``break``: the last step) or by an
+        exception -- both loaders' unfinished epochs are stopped (``close``)."""
         self.train.set_epoch(epoch)
         outs = (self._outlier_stream(epoch * self.steps_per_epoch + skip)
                 if self.outliers is not None else None)
-        for i, (x, y) in enumerate(self.train):
-            if i < skip:
-                continue
-            yield x, y, (next(outs) if outs is not None else None)
+        try:
+            for i, (x, y) in enumerate(self.train):
+                if i < skip:
+                    continue
+                yield x, y, (next(outs) if outs is not None else None)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop both loaders' unfinished epochs (the outlier stream nearly always has one)."""
+        self.train.close()
+        if self.outliers is not None:
+            self.outliers.close()
 
 
 def build_loaders(cfg: Config, paths: dict[str, Path], distributed: bool = False) -> TrainData:

@@ -4,10 +4,13 @@ can be matched to samples and to the kernels whatever the order."""
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 import pytest
 import torch
+from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline.compiler import Compiler
 
 from converters.beton import write_beton
@@ -23,6 +26,7 @@ from fastmix.loader import (
     to_model_input,
 )
 from fastmix.ops import run_load_balanced
+from fastmix.train_data import TrainData
 
 N = 72
 BATCH = 16
@@ -231,3 +235,34 @@ def test_load_balanced_kernel_equals_static_schedule(data):
         numba.set_num_threads(previous)
     assert np.isfinite(outs[0]).all()
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _ffcv_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if isinstance(t, EpochIterator) and t.is_alive()}
+
+
+def test_close_stops_an_unfinished_epoch_and_the_loader_stays_usable(data):
+    before = _ffcv_threads()
+    loader = make_train_loader(data["train"], "sp", BATCH, seed=3)
+    it = iter(loader)
+    next(it)
+    started = _ffcv_threads() - before
+    assert len(started) == 1  # FFCV's worker thread, blocked on its full queue
+    loader.close()
+    loader.close()  # idempotent
+    assert not any(t.is_alive() for t in started)
+    x, y = _epoch(loader)  # the next epoch runs normally
+    assert len(y) == N // BATCH * BATCH  # drop_last
+
+
+def test_train_data_epoch_left_early_stops_both_loaders(data):
+    before = _ffcv_threads()
+    train = make_train_loader(data["train"], "none", BATCH, seed=0)
+    outliers = make_outlier_loader(data["outliers"], 8, seed=1)
+    batches = TrainData(train, outliers).epoch(0)
+    x, y, xo = next(batches)
+    assert x.shape == (BATCH, 1, 28, 28) and xo.shape == (8, 1, 28, 28)
+    started = _ffcv_threads() - before
+    assert len(started) == 2
+    del batches  # what a training loop's ``break`` does to its generator
+    assert not any(t.is_alive() for t in started)
