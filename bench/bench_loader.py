@@ -15,9 +15,11 @@ Per pipeline, the baseline and fastmix at each thread count run round by round: 
 one epoch of each, in turn, so a drift of the machine's speed hits all of them alike. Each rate is
 the median over ``--epochs`` rounds after one warm-up epoch, and each ratio (fastmix / baseline,
 2 vs 1 thread) the median of the ratios within a round, with their range; the consumer only
-counts the batches. It also measures the time to the first PixMix batch in a fresh process with an
-empty Numba cache (cold: JIT compilation) and again with that cache filled (warm), and records the
-load average, because other processes on a shared machine slow every figure down.
+counts the batches. Each round also times ``MachineProbe``: two perfectly parallel loops (one
+vectorised, one latency-bound) on 1 and 2 threads, i.e. what the machine itself gives a second
+thread at that moment. It also measures the time to the first PixMix batch in a fresh process
+with an empty Numba cache (cold: JIT compilation) and again with that cache filled (warm), and
+records the load average, because other processes on a shared machine slow every figure down.
 
 ``run_loader_bench(...)`` returns the same results as a dict (for ``fastmix bench loader``).
 """
@@ -25,6 +27,8 @@ load average, because other processes on a shared machine slow every figure down
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gzip
 import json
 import os
@@ -166,6 +170,95 @@ def interleaved_epochs(loaders: dict[str, Iterable], epochs: int, warmup: int = 
         }
         for name, rs in rates.items()
     }
+
+
+class MachineProbe:
+    """What the machine itself gives 2 threads over 1, timed in the same rounds as the loaders.
+
+    A perfectly parallel Numba loop with no memory traffic, no shared data and no serial part:
+    ``TASKS`` equal tasks on ``threads`` threads, each on a float32 row of its own that stays
+    in L1. Two kinds, which a machine with two real cores runs both ~2x faster on 2 threads:
+    * ``"vector"``: ``x[j] = 0.999 x[j] + 0.0005`` over the row, vectorised: bound by the
+      core's execution ports, so it scales only as far as the 2 threads do not share a core;
+    * ``"chain"``: the same update on one scalar, each step waiting on the last: bound by
+      latency, so two threads scale ~2x even when they share one core (hyper-threads).
+    A loader's scaling is read against these: PixMix's kernel mixes both kinds of work.
+    Iterating the probe is one "epoch" of ``calls`` kernel calls (~10 ms each on one thread);
+    each yields ``(None, array of TASKS)`` so that ``time_epoch`` counts tasks as images.
+    """
+
+    TASKS = 8
+    ROW = 256  # float32: 1 KiB per task
+    KINDS = ("vector", "chain")
+
+    def __init__(self, threads: int, kind: str = "vector", calls: int = 16) -> None:
+        self.threads, self.calls = threads, calls
+        self.kernel = _probe_kernels()[kind]
+        self.rows = np.zeros((self.TASKS, self.ROW), np.float32)
+        self.reps = _probe_reps(kind)  # the same work per call for every thread count
+
+    def __iter__(self):
+        done = np.empty(self.TASKS)
+        with _numba_threads(self.threads):
+            for _ in range(self.calls):
+                self.kernel(self.rows, self.reps)
+                yield None, done
+
+
+PROBE_KINDS = MachineProbe.KINDS
+
+
+@contextlib.contextmanager
+def _numba_threads(n: int):
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+@functools.cache
+def _probe_reps(kind: str) -> int:
+    """Repetitions for ~10 ms per ``MachineProbe`` call on one thread (timed over >= 20 ms)."""
+    kernel, rows = _probe_kernels()[kind], np.zeros((MachineProbe.TASKS, MachineProbe.ROW),
+                                                   np.float32)  # fmt: skip
+    reps = 1
+    with _numba_threads(1):
+        kernel(rows, 1)  # compile
+        while True:
+            t0 = time.perf_counter()
+            kernel(rows, reps)
+            dt = time.perf_counter() - t0
+            if dt >= 0.02:
+                return max(1, int(reps * 0.01 / dt))
+            reps *= 4
+
+
+@functools.cache
+def _probe_kernels() -> dict[str, Callable]:
+    """The two compiled loops of ``MachineProbe`` (compiled on first use: bench-only code)."""
+    import numba
+
+    @numba.njit(parallel=True, nogil=True, fastmath=True)
+    def vector(rows, reps):
+        for t in numba.prange(rows.shape[0]):
+            x = rows[t]
+            for _ in range(reps):
+                for j in range(x.shape[0]):
+                    x[j] = x[j] * np.float32(0.999) + np.float32(0.0005)
+
+    @numba.njit(parallel=True, nogil=True, fastmath=True)
+    def chain(rows, reps):
+        for t in numba.prange(rows.shape[0]):
+            v = rows[t, 0]
+            for _ in range(reps * rows.shape[1] // 16):  # ~as long per rep as ``vector``
+                v = v * np.float32(0.999) + np.float32(0.0005)
+            rows[t, 0] = v
+
+    return {"vector": vector, "chain": chain}
 
 
 def round_ratios(num: dict, den: dict) -> dict:
@@ -319,13 +412,24 @@ def run_loader_bench(
         res["baseline"], res["ffcv"] = {}, {}
         res["speedup_vs_baseline"], res["speedup_spread"] = {}, {}
         res["cpu_efficiency_vs_baseline"], res["thread_scaling"] = {}, {}
+        res["machine_scaling"] = {}
         for v in variants:
             loaders = {"baseline": base_loaders[v]}
             for t in threads:
                 loaders[f"fastmix_{t}"] = make_train_loader(
                     beton, v, batch_size, seed=0, fractal_bank=bank, num_workers=t
                 )
+            both = 1 in threads and 2 in threads
+            if both:  # what the machine gives 2 threads, in the same rounds
+                for kind in PROBE_KINDS:
+                    for t in (1, 2):
+                        loaders[f"machine_{kind}_{t}"] = MachineProbe(t, kind)
             timed = interleaved_epochs(loaders, epochs, warmup=1)
+            if both:
+                res["machine_scaling"][v] = {
+                    kind: round_ratios(timed[f"machine_{kind}_2"], timed[f"machine_{kind}_1"])
+                    for kind in PROBE_KINDS
+                }
             res["baseline"][v] = base = timed["baseline"]
             res["ffcv"][v] = {str(t): timed[f"fastmix_{t}"] for t in threads}
             log(
@@ -348,7 +452,7 @@ def run_loader_bench(
             if 1 in threads and 2 in threads:
                 res["thread_scaling"][v] = round_ratios(res["ffcv"][v]["2"], res["ffcv"][v]["1"])
         if not res["thread_scaling"]:
-            del res["thread_scaling"]
+            del res["thread_scaling"], res["machine_scaling"]
         res["loadavg"]["after_throughput"] = os.getloadavg()
         if latency:
             res["first_batch"] = first_batch_latency(beton, bank_npy, batch_size, max(threads))
@@ -371,6 +475,11 @@ def run_loader_bench(
             if scaling
             else ""
         )
+        machine = res.get("machine_scaling", {}).get(v)
+        if machine:
+            extra += " (machine, same rounds: " + ", ".join(
+                f"{kind} loop {m['median']:.2f}x" for kind, m in machine.items()
+            ) + ")"
         eff = res["cpu_efficiency_vs_baseline"][v]
         log(
             f"{v:7s}: fastmix / baseline {s:.1f}x [{lo:.1f}-{hi:.1f}] wall-clock, "

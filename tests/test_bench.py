@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from fastmix.cli import main
 
 
@@ -40,4 +42,19 @@ def test_bench_loader_smoke_interleaves_and_plots(shared_data, tmp_path):
         assert s["min"] <= s["median"] <= s["max"]
         ratios = [a / b for a, b in zip(rates["2"], rates["1"], strict=True)]
         assert abs(s["median"] - sum(ratios) / 2) < 1e-9  # median of two = their mean
+        machine = loader["machine_scaling"][v]  # the probe loops ran in the same rounds
+        assert set(machine) == {"vector", "chain"}
+        assert all(0 < m["min"] <= m["median"] <= m["max"] for m in machine.values())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_machine_probe_counts_its_tasks_and_does_the_work():
+    from bench.bench_loader import MachineProbe, time_epoch
+
+    for kind in ("vector", "chain"):
+        probe = MachineProbe(2, kind, calls=3)
+        before = probe.rows.copy()
+        assert sum(len(b[1]) for b in probe) == 3 * MachineProbe.TASKS
+        assert not np.array_equal(probe.rows, before)  # the loop ran (not optimised away)
+        rate, per_cpu = time_epoch(probe)
+        assert rate > 0 and per_cpu > 0
