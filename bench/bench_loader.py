@@ -413,13 +413,13 @@ def run_loader_bench(
         res["speedup_vs_baseline"], res["speedup_spread"] = {}, {}
         res["cpu_efficiency_vs_baseline"], res["thread_scaling"] = {}, {}
         res["machine_scaling"] = {}
+        both = 1 in threads and 2 in threads  # then: 2 vs 1 thread, and the machine probes
         for v in variants:
             loaders = {"baseline": base_loaders[v]}
             for t in threads:
                 loaders[f"fastmix_{t}"] = make_train_loader(
                     beton, v, batch_size, seed=0, fractal_bank=bank, num_workers=t
                 )
-            both = 1 in threads and 2 in threads
             if both:  # what the machine gives 2 threads, in the same rounds
                 for kind in PROBE_KINDS:
                     for t in (1, 2):
@@ -449,7 +449,7 @@ def run_loader_bench(
             res["cpu_efficiency_vs_baseline"][v] = (
                 res["ffcv"][v][str(best)]["img_per_cpu_s"] / base["img_per_cpu_s"]
             )
-            if 1 in threads and 2 in threads:
+            if both:
                 res["thread_scaling"][v] = round_ratios(res["ffcv"][v]["2"], res["ffcv"][v]["1"])
         if not res["thread_scaling"]:
             del res["thread_scaling"], res["machine_scaling"]
