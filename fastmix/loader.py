@@ -113,15 +113,12 @@ class EpochLoader:
 
     def close(self) -> None:
         """Stop the unfinished epoch's FFCV worker thread, if any (idempotent; the loader stays
-        usable). Otherwise that thread stays alive, blocked on its full queue, holding its
-        batch buffers, and Numba's TBB pool cannot shut down before a later ``fork()``."""
-        self._stop_previous()
+        usable); every ``iter()`` does it first. Otherwise that thread stays alive, blocked on
+        its full queue, holding its batch buffers, and Numba's TBB pool cannot shut down before
+        a later ``fork()``.
 
-    def _stop_previous(self) -> None:
-        """Stop an unfinished FFCV epoch before the next one starts.
-
-        FFCV's worker thread notices ``close()`` only when its output queue is full, and at the
-        end of an epoch it blocks on a full queue forever; taking one queued batch at a time
+        FFCV's worker thread notices its ``close()`` only when its output queue is full, and at
+        the end of an epoch it blocks on a full queue forever; taking one queued batch at a time
         lets it reach either point, so it exits after at most a few more batches.
         """
         it, self._active = self._active, None
@@ -137,7 +134,7 @@ class EpochLoader:
                     pass
 
     def __iter__(self) -> Iterator[Batch]:
-        self._stop_previous()
+        self.close()
         epoch = self.epoch
         for op in self.ops:
             op.set_epoch(epoch)
