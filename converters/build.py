@@ -74,6 +74,38 @@ def save_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
         raise DataError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
 
+def manifest_beton_path(out_dir: str | os.PathLike, name: str, entry: dict[str, Any]) -> Path:
+    """The beton file that manifest entry ``name`` records: ``out_dir / entry["file"]``.
+
+    Readers (training, evaluation, previews) open only what this returns. It raises
+    :class:`DataError`, naming the manifest and the entry, when ``file`` is not a relative path
+    that stays inside ``out_dir`` (a hand-edited or foreign manifest must not send them to other
+    files), and when the file exists but its size differs from the recorded ``bytes`` (changed
+    or cut short since `fastmix convert` wrote it; the sha256 is checked by convert, not here,
+    because hashing every beton would slow every run). A missing file is the caller's case.
+    """
+    out = Path(out_dir)
+    manifest = out / MANIFEST
+    file = entry.get("file")
+    rel = Path(file) if isinstance(file, str) and file else None
+    if rel is None or rel.is_absolute() or ".." in rel.parts:
+        raise DataError(
+            f"{manifest}: entry {name!r} has file {file!r}; expected a relative path inside "
+            f"{out}. Re-run `fastmix convert --out {out}`"
+        )
+    path = out / rel
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return path
+    if isinstance(entry.get("bytes"), int) and size != entry["bytes"]:
+        raise DataError(
+            f"{path}: {size} bytes, but {manifest} records {entry['bytes']} for {name!r}: the "
+            f"beton changed after it was written. Re-run `fastmix convert --out {out}`"
+        )
+    return path
+
+
 def is_up_to_date(spec: DatasetSpec, entry: dict[str, Any] | None, out_dir: Path) -> bool:
     if not entry or entry.get("fingerprint") != spec.fingerprint():
         return False

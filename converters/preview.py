@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.build import load_manifest
+from converters.build import load_manifest, manifest_beton_path
 
 
 def read_spread(path: Path, n: int, count: int) -> np.ndarray:
@@ -37,7 +37,8 @@ def write_preview(out_dir: str | os.PathLike, png: str | os.PathLike, n: int = 1
                              squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         count = min(n, entries[name]["count"])
-        imgs = read_spread(out_dir / entries[name]["file"], count, entries[name]["count"])
+        path = manifest_beton_path(out_dir, name, entries[name])
+        imgs = read_spread(path, count, entries[name]["count"])
         h = max(im.shape[0] for im in imgs)
         tiles = [np.pad(im, ((0, h - im.shape[0]), (1, 1 + h - im.shape[1]))) for im in imgs]
         ax.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=255)

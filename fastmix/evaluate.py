@@ -215,7 +215,7 @@ def load_eval_sets(
     same folder) is filled in place and returned; sets already in it are not read again.
     """
     from converters.beton import read_beton
-    from converters.build import MANIFEST, load_manifest
+    from converters.build import MANIFEST, load_manifest, manifest_beton_path
 
     data_dir = Path(data_dir)
     required = tuple(required)
@@ -235,8 +235,8 @@ def load_eval_sets(
         if name in sets or name in sets.unavailable:
             continue
         entry = sets.entry(name)
-        path = data_dir / entry.get("file", f"{name}.beton")
-        if not entry:
+        path = manifest_beton_path(data_dir, name, entry) if entry else None
+        if path is None:
             why = f"not in {MANIFEST}"
         elif not path.is_file():
             why = f"file {entry.get('file')} missing"

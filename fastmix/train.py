@@ -63,7 +63,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def require_betons(cfg: Config) -> dict[str, Path]:
     """Paths of the betons this config trains on; ConfigError naming any that is missing."""
-    from converters.build import load_manifest
+    from converters.build import load_manifest, manifest_beton_path
 
     data = Path(cfg["data"]["dir"])
     entries = load_manifest(data)["betons"] if data.is_dir() else {}
@@ -74,8 +74,9 @@ def require_betons(cfg: Config) -> dict[str, Path]:
         need["outlier"] = cfg["oe"]["source"]
     out, missing = {}, []
     for role, name in need.items():
-        if name in entries and (data / entries[name]["file"]).is_file():
-            out[role] = data / entries[name]["file"]
+        path = manifest_beton_path(data, name, entries[name]) if name in entries else None
+        if path is not None and path.is_file():
+            out[role] = path
         else:
             missing.append(f"{role}={name}")
     if missing:

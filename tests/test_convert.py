@@ -158,3 +158,48 @@ def test_checksum_mismatch_writes_no_beton(tmp_path):
     assert "t10k-images-idx3-ubyte.gz" in result.failed["kmnist_test"]
     assert result.exit_code({spec.name: spec}) == 1
     assert not list((tmp_path / "out").glob("*.beton*"))
+
+
+def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
+        shared_data, tmp_path):
+    """Training, evaluation and previews take beton paths from the manifest through
+    ``manifest_beton_path``: a path leaving the folder, or a beton whose size changed since
+    convert wrote it, is a DataError naming the manifest entry, before anything is read."""
+    from converters.build import manifest_beton_path, save_manifest
+    from converters.errors import DataError
+    from fastmix.config import load_config
+    from fastmix.evaluate import load_eval_sets
+    from fastmix.train import require_betons
+
+    out = tmp_path / "data"
+    assert main(["convert", "--raw", str(shared_data), "--out", str(out), "--only",
+                 "mnist_val,gaussian_noise", "--offline", "--no-progress"]) == 0
+    manifest = load_manifest(out)
+    for name, entry in manifest["betons"].items():
+        assert manifest_beton_path(out, name, entry) == out / entry["file"]
+    sets = load_eval_sets(out, ["gaussian_noise"], required=("mnist_val",))
+    assert len(sets["mnist_val"][0]) == 5000 and len(sets["gaussian_noise"][0]) == 10_000
+    cfg = load_config("base", ["smoke"], [f"data.dir='{out}'", "data.train='mnist_val'"])
+    assert require_betons(cfg) == {"train": out / "mnist_val.beton",
+                                   "val": out / "mnist_val.beton"}
+
+    (tmp_path / "outside.beton").write_bytes((out / "mnist_val.beton").read_bytes())
+    for bad in ("../outside.beton", str(tmp_path / "outside.beton"), 5, ""):
+        entry = {**manifest["betons"]["mnist_val"], "file": bad}
+        save_manifest(out, {**manifest, "betons": {**manifest["betons"], "mnist_val": entry}})
+        with pytest.raises(DataError, match=r"manifest\.json: entry 'mnist_val' has file"):
+            load_eval_sets(out, [], required=("mnist_val",))
+        with pytest.raises(DataError, match=r"manifest\.json: entry 'mnist_val' has file"):
+            require_betons(cfg)
+    save_manifest(out, manifest)
+
+    noise = out / manifest["betons"]["gaussian_noise"]["file"]
+    with open(noise, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataError, match=rf"{noise.name}: {noise.stat().st_size} bytes, but "
+                                        r".*manifest\.json records .* 'gaussian_noise'"):
+        load_eval_sets(out, ["gaussian_noise"], required=("mnist_val",))
+    # a missing file stays the caller's case: an optional set is reported unavailable
+    noise.unlink()
+    sets = load_eval_sets(out, ["gaussian_noise"], required=("mnist_val",))
+    assert "gaussian_noise" in sets.unavailable and "missing" in sets.unavailable["gaussian_noise"]
