@@ -190,6 +190,16 @@ def _pick(cum_p, n, u):
 # --- rendering ----------------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _chaos_step(state, maps, cum_p, n, x, y):
+    """One chaos-game step: pick map k with probability p_k, return (state, w_k(x, y))."""
+    state, u = _uniform(state)
+    k = _pick(cum_p, n, u)
+    xn = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
+    yn = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
+    return state, xn, yn
+
+
 @njit(cache=True)
 def _render_attempt(state, size, points, hist, img):
     """Render one random IFS into img (float64, size x size, values in [0, 1]). Returns coverage
@@ -209,11 +219,7 @@ def _render_attempt(state, size, points, hist, img):
     ymax = -1e300
     n1 = min(points, BBOX_POINTS)
     for it in range(BURN_IN + n1):
-        state, u = _uniform(state)
-        k = _pick(cum_p, n, u)
-        xn = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
-        y = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
-        x = xn
+        state, x, y = _chaos_step(state, maps, cum_p, n, x, y)
         if it >= BURN_IN:
             xmin = min(xmin, x)
             xmax = max(xmax, x)
@@ -239,11 +245,7 @@ def _render_attempt(state, size, points, hist, img):
     x = 0.0
     y = 0.0
     for it in range(BURN_IN + points):
-        state, u = _uniform(state)
-        k = _pick(cum_p, n, u)
-        xn = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
-        y = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
-        x = xn
+        state, x, y = _chaos_step(state, maps, cum_p, n, x, y)
         if it >= BURN_IN:
             col = int(math.floor((x - cx) * scale + half))
             row = int(math.floor((y - cy) * scale + half))
