@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import torch
 
+from fastmix.errors import ConfigError
+
 
 @lru_cache(maxsize=1)
 def cpu_has_amx_bf16() -> bool:
@@ -41,15 +43,35 @@ class Runtime:
                               enabled=self.autocast_enabled)
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:N") as a torch.device; ConfigError when this machine
+    has no such device (no CUDA, or fewer GPUs than N + 1), before anything is written."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r}: CUDA is not available here (torch {torch.__version__}); "
+                "use 'auto' or 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    return dev
+
+
 def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
                     compile: str = "auto") -> Runtime:
-    """Turn the config's auto/on/off choices into concrete settings for this machine."""
+    """Turn the config's auto/on/off choices into concrete settings for this machine.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) a CUDA device becomes ``cuda:LOCAL_RANK``: one GPU per
+    process, whatever index the config names (every rank on one GPU would make NCCL fail)."""
     if device == "auto":
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        dev = check_device(device)
+    if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     fast = dev.type == "cuda" or cpu_has_amx_bf16()
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and fast) else None
     cl = channels_last == "on" or (channels_last == "auto" and fast)

@@ -26,14 +26,21 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env() -> None:
-    """Join the process group torchrun describes in the environment (once)."""
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a model on ``device``: nccl for CUDA, gloo for CPU (a CPU
+    model on a GPU machine, ``train.device = "cpu"``, needs gloo too: nccl moves CUDA tensors
+    only)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_from_env(device: torch.device) -> None:
+    """Join the process group torchrun describes in the environment (once), with the backend
+    for ``device`` (``fastmix.device.resolve_runtime``: ``cuda:LOCAL_RANK`` under torchrun)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or tdist.is_initialized():
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tdist.init_process_group(backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    tdist.init_process_group(backend_for(device))
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

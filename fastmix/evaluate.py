@@ -62,6 +62,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -308,14 +309,32 @@ def seen_in_training(
 # ----------------------------------------------------------------------------- inference
 
 
+def _no_tf32():
+    """Context: cuDNN convolutions in true fp32. PyTorch lets cuDNN use TF32 (10-bit mantissa)
+    for fp32 convolutions by default on Ampere and later GPUs; "fp32" inference means fp32.
+    The other cuDNN flags keep their current values."""
+    import torch
+
+    c = torch.backends.cudnn
+    return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic,
+                   allow_tf32=False)
+
+
 def resolve_inference(device: str = "auto", precision: str = "auto") -> tuple[str, str]:
     """``(device, precision)`` for inference.  ``device="auto"``: CUDA when present, else CPU.
     ``precision="auto"`` is fp32 on every device: bf16 moved the numbers this tool reports
     (see :func:`predict_logits`); ``"bf16"`` is an explicit opt-in for quick looks."""
     import torch
 
+    from fastmix.device import check_device
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        try:
+            check_device(device)
+        except RuntimeError as e:  # torch.device's own message for a malformed string
+            raise ConfigError(f"device {device!r}: {e}") from None
     if precision == "auto":
         precision = "fp32"
     if precision not in ("fp32", "bf16"):
@@ -365,7 +384,8 @@ def predict_logits(
     model = model.to(device=device, memory_format=fmt)
     out: list[np.ndarray] = []
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    with torch.inference_mode():
+    strict = _no_tf32() if dev_type == "cuda" and not bf16 else nullcontext()
+    with torch.inference_mode(), strict:
         for i in range(0, len(images), int(batch_size)):
             xb = torch.from_numpy(np.ascontiguousarray(images[i:i + int(batch_size)]))
             xb = xb.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
@@ -463,6 +483,7 @@ def evaluate_run(
         raise DataError(f"{run_dir}: run directory not found")
     if which not in ("best", "last"):
         raise ConfigError(f"which must be best or last, got {which!r}")
+    device, precision = resolve_inference(device, precision)  # refuse a missing GPU first
     t_start = time.perf_counter()
     model, cfg = load_run(run_dir, which)
     ev = cfg["eval"]
@@ -479,7 +500,6 @@ def evaluate_run(
     manifest = sets.manifest
 
     # ---- one forward pass per set
-    device, precision = resolve_inference(device, precision)
     bs = int(batch_size or ev["batch_size"])
     t0 = time.perf_counter()
     order = [test_name, val_name] + [n for n in (*mc_names, *ood_names) if n in sets]

@@ -113,12 +113,16 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, rt:
     return correct / len(images)
 
 
-def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> Config:
+def _resume_config(run_dir: Path) -> Config:
+    """The config a run directory was started with (``--resume`` continues under it)."""
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
+    return read_run_config(run_dir)
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
+    """Create a new run's directory: config.toml and empty metrics.csv / steps.csv."""
     ckpt_dir = run_dir / "checkpoints"
-    if resume:
-        if not (run_dir / "config.toml").is_file():
-            raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
-        return read_run_config(run_dir)
     if (ckpt_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir}: already holds a run; pass --resume or choose another --out")
     if dist.is_main():
@@ -133,7 +137,6 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> Config:
                 f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
                 f"{e.filename}); choose a writable --out"
             ) from None
-    return cfg
 
 
 def _truncate_steps(path: Path, steps_done: int) -> None:
@@ -169,11 +172,17 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     from fastmix.train_data import build_loaders  # imports ffcv (slow): only when training
 
     run_dir = Path(run_dir)
-    dist.init_from_env()
-    cfg = _prepare_run_dir(cfg, run_dir, resume)
+    if resume:
+        cfg = _resume_config(run_dir)
     tc, chash = cfg["train"], config_hash(cfg)
-    paths = require_betons(cfg)
+    # everything that can refuse the config (no such device, missing betons) before any write
     rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
+    paths = require_betons(cfg)
+    dist.init_from_env(rt.device)
+    if rt.device.type == "cuda" and rt.device.index is not None:
+        torch.cuda.set_device(rt.device)  # FFCV's streams and events live on the current GPU
+    if not resume:
+        _prepare_run_dir(cfg, run_dir)
     torch.manual_seed(tc["seed"])
     model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
     if rt.channels_last:
@@ -212,6 +221,8 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
         _truncate_csv(run_dir / "metrics.csv", start_step // spe)
         _truncate_steps(run_dir / "steps.csv", start_step)
     net = dist.wrap(model, rt.device)
+    if rt.compile:  # train.compile: "auto" = on CUDA only (slower on the CPUs measured)
+        net = torch.compile(net)
     step_fn = _make_step(net, opt, cfg, rt)
 
     def checkpoint(step: int, best_acc: float, path: Path) -> None:
@@ -308,6 +319,9 @@ def _make_step(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: Config, rt
         opt.step()
         correct = (logits[:n_in].argmax(1) == y).sum()
         vals = torch.stack([loss.detach(), ce.detach(), oe_term.detach(), correct.float()])
+        # .cpu() waits for the step. On CUDA that wait also keeps FFCV's pinned batch buffers
+        # safe: x / y / xo are views of slots FFCV refills a few batches later, and their
+        # non_blocking copies must be done by then. Deferring this sync needs a .clone() first.
         return tuple(vals.float().cpu().tolist())
 
     return step

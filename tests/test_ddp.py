@@ -33,3 +33,14 @@ def test_torchrun_two_processes_gloo(data_dir, tmp_path):
     model, cfg = load_run(run)
     assert cfg["augment"]["kind"] == "sp" and cfg["oe"]["enabled"]
     assert torch.isfinite(model(torch.rand(2, 1, 28, 28))).all()
+
+
+def test_process_group_backend_follows_the_model_device():
+    """gloo for a CPU model even on a GPU machine (``train.device = "cpu"`` under torchrun; the
+    backend used to follow ``torch.cuda.is_available()``, and nccl cannot move CPU tensors),
+    nccl for a CUDA model."""
+    from fastmix.distributed import backend_for
+
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda")) == "nccl"
+    assert backend_for(torch.device("cuda", 1)) == "nccl"

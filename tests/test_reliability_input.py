@@ -342,6 +342,29 @@ def test_train_refuses_bad_configs_before_writing(tmp_path, capsys, args, messag
     assert not out.exists()
 
 
+NO_CUDA = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA present")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_train_and_eval_refuse_a_missing_gpu_before_writing(tmp_path, capsys, device):
+    """``train.device = "cuda"`` on a machine without CUDA: exit 2 naming the device, no run
+    directory (was: a RuntimeError traceback after the run directory had been written);
+    ``fastmix eval --device cuda`` alike (was: torch's AssertionError from ``.to("cuda")``)."""
+    out = tmp_path / "runs"
+    code = main(["train", "--variant", "base", "--config", "smoke", "--out", str(out),
+                 "--data", str(tmp_path), "--no-progress", "--set", f"train.device='{device}'"])
+    assert code == 2
+    assert f"device '{device}': CUDA is not available here" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dumps(load_config("base", ["smoke"])))
+    assert main(["eval", str(run), "--device", "cuda"]) == 2
+    assert "device 'cuda': CUDA is not available here" in capsys.readouterr().err
+    assert not (run / "results.json").exists()
+
+
 def test_unknown_variant_is_an_argparse_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--variant", "mixup", "--out", str(tmp_path / "runs")])
