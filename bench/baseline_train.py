@@ -33,8 +33,14 @@ def _dataset(kind: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray
     return PlainBaseline(images, labels)
 
 
-def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2) -> dict:
-    """Train like the reference; return wall seconds, images/s and test accuracy."""
+def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
+                   device: str | torch.device = "cpu") -> dict:
+    """Train like the reference; return wall seconds, images/s and test accuracy.
+
+    ``device``: where the model trains (the reference's ``.cuda()``; pinned batches there), so
+    an end-to-end comparison runs both loops on the same device."""
+    dev = torch.device(device)
+    pin = dev.type == "cuda"
     from converters.beton import read_beton
 
     t_start = time.perf_counter()
@@ -45,14 +51,15 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2) -> di
     gen = torch.Generator().manual_seed(t["seed"])
     train_dl = DataLoader(_dataset(cfg["augment"]["kind"], x, y, bank, cfg),
                           batch_size=t["batch_size"], shuffle=True, drop_last=True,
-                          num_workers=workers, generator=gen, persistent_workers=True)
+                          num_workers=workers, generator=gen, persistent_workers=True,
+                          pin_memory=pin)
     out_dl = None
     if cfg["oe"]["enabled"]:
         ox, oy = read_beton(betons["outlier"])
         out_dl = DataLoader(PlainBaseline(ox, oy), batch_size=t["batch_size"] * cfg["oe"]["ratio"],
                             shuffle=True, drop_last=True, num_workers=workers,
-                            persistent_workers=True)
-    model = build_model(cfg["model"]["name"], cfg["model"]["width"])
+                            persistent_workers=True, pin_memory=pin)
+    model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
                           nesterov=True, weight_decay=t["weight_decay"])
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -72,17 +79,22 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2) -> di
                     outs = iter(out_dl)
                     xo, _ = next(outs)
                 xb = torch.cat([xb, xo])
-            loss, _, _ = oe_loss(model(xb), yb.view(-1).long(), n_in, cfg["oe"]["lambda"])
+            xb = xb.to(dev, non_blocking=True)
+            yb = yb.view(-1).long().to(dev, non_blocking=True)
+            loss, _, _ = oe_loss(model(xb), yb, n_in, cfg["oe"]["lambda"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             seen += n_in
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         t_train += time.perf_counter() - t0
     tx, ty = read_beton(betons["test"])
     model.eval()
     with torch.inference_mode():
-        pred = torch.cat([model(torch.from_numpy(tx[i:i + 1000]).float().div(255).unsqueeze(1))
-                          .argmax(1) for i in range(0, len(tx), 1000)]).numpy()
+        pred = torch.cat([model(torch.from_numpy(tx[i:i + 1000]).to(dev).float().div(255)
+                                .unsqueeze(1)).argmax(1).cpu()
+                          for i in range(0, len(tx), 1000)]).numpy()
     return {"wall_s": time.perf_counter() - t_start, "train_s": t_train,
             "images_per_s": seen / t_train, "test_acc": float((pred == ty).mean())}

@@ -108,6 +108,12 @@ def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: i
     }
 
 
+def _sync(rt) -> None:
+    """Wait for the GPU's queued work (CUDA launches return at once): before reading a timer."""
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize(rt.device)
+
+
 def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
     """Eager vs torch.compile: training step and inference, ms per batch (median)."""
     rt = resolve_runtime()
@@ -130,6 +136,7 @@ def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            _sync(rt)
             if i >= 3:
                 times.append(time.perf_counter() - t)
             if i == 0:
@@ -141,6 +148,7 @@ def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
                 t = time.perf_counter()
                 with rt.autocast():
                     net(x)
+                _sync(rt)
                 if i >= 3:
                     inf.append(time.perf_counter() - t)
         out[mode] = {"train_ms": 1000 * statistics.median(times), "first_step_s": first,
@@ -194,7 +202,7 @@ def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...], epochs: int =
 
             model, _ = load_run(Path(tmp) / v, which="last")
             fm_acc = accuracy(model, tx, ty, resolve_runtime("cpu", "fp32", "off"))
-        base = train_baseline(cfg, betons)
+        base = train_baseline(cfg, betons, device=resolve_runtime(cfg["train"]["device"]).device)
         row = {"fastmix_wall_s": fm_wall, "fastmix_images_per_s": r.images_per_s,
                "fastmix_test_acc": fm_acc, "baseline_wall_s": base["wall_s"],
                "baseline_images_per_s": base["images_per_s"],
