@@ -202,10 +202,11 @@ def test_output_folder_under_a_regular_file(tmp_path, capsys):
     assert f"{out}: cannot create output folder (Not a directory)" in err
 
 
-def test_train_out_under_a_regular_file(tmp_path, capsys):
+def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
+    """Real betons, so the one fault left is the output folder (betons are checked first)."""
     (tmp_path / "file").write_text("a regular file")
     out = tmp_path / "file" / "runs"
-    code = main(["train", "--config", "smoke", "--out", str(out), "--data", str(tmp_path),
+    code = main(["train", "--config", "smoke", "--out", str(out), "--data", str(data_dir),
                  "--no-progress"])
     assert code == 2
     assert f"{out / 'base-s0'}: cannot create the run directory (Not a directory" in (
@@ -232,14 +233,14 @@ def mounted(tmp_path):
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def test_read_only_output_folder(mounted, tmp_path, capsys):
+def test_read_only_output_folder(mounted, tmp_path, capsys, data_dir):
     ro = mounted("ro,size=1m")
     assert main(_convert(tmp_path, "--out", str(ro / "data"), "--only", "gaussian_noise")) == 2
     assert f"{ro / 'data'}: cannot create output folder (Read-only file system)" in (
         capsys.readouterr().err)
     assert main(_convert(tmp_path, "--out", str(ro), "--only", "gaussian_noise")) == 2
     assert f"{ro}: output folder is not writable" in capsys.readouterr().err
-    code = main(["train", "--config", "smoke", "--out", str(ro), "--data", str(tmp_path),
+    code = main(["train", "--config", "smoke", "--out", str(ro), "--data", str(data_dir),
                  "--no-progress"])
     assert code == 2
     assert "cannot create the run directory (Read-only file system" in capsys.readouterr().err
