@@ -14,7 +14,7 @@ from pathlib import Path
 
 from converters.errors import DataError
 from fastmix.cli_train import add_jobs_arg
-from fastmix.config import VARIANTS, load_config
+from fastmix.config import VARIANTS, Config, config_differences, config_hash, load_config
 from fastmix.errors import ConfigError, TrainingError
 
 
@@ -33,15 +33,24 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     add_jobs_arg(p)
 
 
-def _finished(run_dir: Path, epochs: int) -> bool:
-    import csv
+def finished(run_dir: Path, cfg: Config) -> bool:
+    """Whether ``run_dir`` holds a run of ``cfg`` that trained all its steps (its ``done.json``,
+    which ``train()`` writes last). ConfigError when the directory holds a run of another
+    config: resuming or reporting it would pass its numbers off as this config's."""
+    from fastmix.checkpoint import read_run_config
+    from fastmix.train import read_done
 
-    metrics = run_dir / "metrics.csv"
-    if not (run_dir / "checkpoints" / "best.pt").is_file() or not metrics.is_file():
+    if not (run_dir / "config.toml").is_file():
         return False
-    with open(metrics, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return bool(rows) and int(rows[-1]["epoch"]) >= epochs
+    theirs = read_run_config(run_dir)
+    if config_hash(theirs) != config_hash(cfg):
+        diff = "; ".join(config_differences(theirs, cfg))
+        raise ConfigError(
+            f"{run_dir}: holds a run of another config ({diff}); choose another --out, or "
+            "remove that directory to train it again"
+        )
+    done = read_done(run_dir)
+    return done is not None and done.get("config_hash") == config_hash(cfg)
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -79,8 +88,7 @@ def run_all(args: argparse.Namespace) -> int:
         for cfg in cfgs:
             run_dir = run_dir_for(out, cfg)
             runs.append(run_dir)
-            if _finished(run_dir, cfg["train"]["epochs"]) or (
-                    cfg["train"]["max_steps"] and (run_dir / "checkpoints" / "best.pt").is_file()):
+            if finished(run_dir, cfg):
                 print(f"{run_dir}: already trained")
                 continue
             todo.append(cfg)

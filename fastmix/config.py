@@ -184,6 +184,20 @@ def config_hash(
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def config_differences(
+    old: Config, new: Config, sections: tuple[str, ...] = ("model", "augment", "oe", "train")
+) -> list[str]:
+    """``"section.key: old -> new"`` for every setting of ``sections`` that differs (the ones
+    ``config_hash`` covers), sorted."""
+    out = []
+    for sec in sections:
+        a, b = old.get(sec, {}), new.get(sec, {})
+        for key in sorted(set(a) | set(b)):
+            if key != "log_every" and a.get(key) != b.get(key):
+                out.append(f"{sec}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

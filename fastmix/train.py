@@ -55,10 +55,32 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warm))
 
 
+DONE_FILE = "done.json"  # written last by a run that trained all its steps (see train())
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temporary file and a rename."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_done(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The completion marker of a run directory (``{"config_hash", "step", "epochs",
+    "best_val_acc"}``), or None when the run has not finished (or the marker is unreadable)."""
+    import json
+
+    try:
+        done = json.loads((Path(run_dir) / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
 
 
 def require_betons(cfg: Config) -> dict[str, Path]:
@@ -220,17 +242,27 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     if dist.is_main() and resume:
         _truncate_csv(run_dir / "metrics.csv", start_step // spe)
         _truncate_steps(run_dir / "steps.csv", start_step)
+    if dist.is_main() and start_step < total:
+        # the weights are about to change: a completion marker or an evaluation of earlier
+        # weights (fastmix eval / report on an unfinished run) no longer describes this run
+        from fastmix.evaluate import LOGITS_FILE, RESULTS_FILE
+
+        for name in (DONE_FILE, RESULTS_FILE, LOGITS_FILE):
+            (run_dir / name).unlink(missing_ok=True)
     net = dist.wrap(model, rt.device)
     if rt.compile:  # train.compile: "auto" = on CUDA only (slower on the CPUs measured)
         net = torch.compile(net)
     step_fn = _make_step(net, opt, cfg, rt)
 
-    def checkpoint(step: int, best_acc: float, path: Path) -> None:
+    def require_finite(step: int) -> None:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise TrainingError(
-                f"non-finite weights after step {step}; stopped without overwriting {path}, "
-                "the last good checkpoint is kept"
+                f"non-finite weights after step {step}; stopped without overwriting "
+                f"{last_path}, the last good checkpoint is kept"
             )
+
+    def checkpoint(step: int, best_acc: float, path: Path) -> None:
+        require_finite(step)
         if dist.is_main():
             save_checkpoint(path, {"config_hash": chash, "variant": cfg["variant"]["name"],
                                    "epoch": step // spe, "step": step, "model": model.state_dict(),
@@ -279,9 +311,11 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
         final_acc = accuracy(model, val_x, val_y, rt)
         improved = final_acc > best
         best = max(best, final_acc)
-        checkpoint(step, best, last_path)
-        if improved:
-            checkpoint(step, best, best_path)
+        require_finite(step)
+        # Order: the epoch's metrics row, best.pt, then last.pt, which marks the epoch done. A
+        # crash before last.pt redoes the epoch on --resume (which drops the row again and
+        # rewrites best.pt); the reverse order could record a best accuracy whose best.pt was
+        # never written, or finish a run whose last metrics row is missing.
         if dist.is_main():
             ratio = 1 + (cfg["oe"]["ratio"] if cfg["oe"]["enabled"] else 0)
             row = {"epoch": epoch + 1, "step": step, "lr": f"{lr:.6g}",
@@ -292,10 +326,19 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
                    "total_images_per_s": f"{seen * ratio / secs:.1f}"}
             with open(run_dir / "metrics.csv", "a", newline="") as f:
                 csv.DictWriter(f, CSV_FIELDS).writerow(row)
+        if improved:
+            checkpoint(step, best, best_path)
+        checkpoint(step, best, last_path)
+        if dist.is_main():
             bar.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']} "
                       f"train acc {sums[3] / seen:.4f} val acc {final_acc:.4f} "
                       f"({seen / secs:.0f} img/s)")
     bar.close()
+    if dist.is_main() and step >= total:  # last: `fastmix run` skips only marked runs
+        import json
+
+        _write_text_atomic(run_dir / DONE_FILE, json.dumps(
+            {"config_hash": chash, "step": step, "epochs": epochs, "best_val_acc": best}) + "\n")
     dist.barrier()
     return TrainResult(run_dir, cfg["variant"]["name"], epochs, step, best, final_acc, t_all,
                        n_all / t_all if t_all else 0.0)

@@ -65,6 +65,36 @@ def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_p
     assert _steps(tmp_path / "compiled") == pytest.approx(_steps(tmp_path / "eager"), rel=1e-4)
 
 
+def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_results(
+        data_dir, tmp_path):
+    """`fastmix run` skips a run only when ``train()`` completed it for the same config
+    (``done.json``, written last): a run interrupted in its second epoch, with a best.pt from
+    the first, is not finished (before, any ``max_steps`` run with a best.pt counted as
+    trained). Resuming removes results.json / logits.npz computed from the interrupted
+    weights. The same directory asked for another config is refused, naming what differs."""
+    from fastmix.cli_run import finished
+
+    extra = ("data.train='mnist_val'", "train.epochs=2", "train.max_steps=100",
+             "train.log_every=10")
+    cfg = _cfg("base", data_dir, *extra)  # 5000 images / batch 64: 78 steps per epoch
+    run = tmp_path / "base-s0"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, progress=False, stop_after_steps=90)
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert not finished(run, cfg)
+    (run / "results.json").write_text("{}")  # e.g. `fastmix report` on the unfinished run
+    (run / "logits.npz").write_bytes(b"")
+    result = train(cfg, run, resume=True, progress=False)
+    assert result.steps == 100 and finished(run, cfg)
+    assert not (run / "results.json").exists() and not (run / "logits.npz").exists()
+    with open(run / "metrics.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    other = _cfg("base", data_dir, *extra, "train.lr=0.05")
+    with pytest.raises(ConfigError, match=r"holds a run of another config \(train\.lr: .* -> "
+                                          r"0\.05\); choose another --out"):
+        finished(run, other)
+
+
 def test_resume_gives_the_same_weights(data_dir, tmp_path):
     extra = ("train.max_steps=16", "train.ckpt_every=5", "train.log_every=1")
     full = train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "a", progress=False)
