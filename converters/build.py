@@ -147,6 +147,8 @@ def convert(
             result.up_to_date.append(name)
             continue
         t = time.perf_counter()
+        if manifest["betons"].pop(name, None) is not None:
+            save_manifest(out, manifest)  # no entry describes the file while it is replaced
         try:
             built = spec.builder(ctx)
             path = spec.path(out)
@@ -154,7 +156,6 @@ def convert(
             digest = write_beton(path, built.images, built.labels)
         except SourceUnavailable as e:
             result.skipped[name] = str(e)
-            manifest["betons"].pop(name, None)
             continue
         except DataError as e:
             result.failed[name] = str(e)

@@ -646,6 +646,9 @@ def evaluate_run(
     arrays = {f"logits/{n}": logits[n] for n in order}
     arrays.update({f"labels/{n}": labels[n].astype(np.int64) for n in order})
     np.savez_compressed(buf, **arrays)
+    # results.json last, and the old one gone before the new logits land: a run directory
+    # never holds a results.json beside logits it was not computed from
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
     atomic_write(run_dir / LOGITS_FILE, buf.getvalue())
     atomic_write(run_dir / RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
     return results
