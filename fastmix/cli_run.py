@@ -1,8 +1,9 @@
 """``fastmix run``: convert + train all six + evaluate + report, in one command.
 
 This is what ``make run`` runs. Every stage skips finished work: convert rebuilds only missing
-or stale betons, training skips run directories that already finished, evaluation skips runs
-that already have results.json, so a second ``make run`` takes seconds.
+or stale betons, training skips run directories whose ``done.json`` says they finished this
+config (and resumes unfinished ones), evaluation skips runs that already have results.json
+(training removes it whenever it changes the weights), so a second ``make run`` takes seconds.
 """
 
 from __future__ import annotations
