@@ -168,14 +168,16 @@ def _truncate_steps(path: Path, steps_done: int) -> None:
     _write_text_atomic(path, STEPS_HEADER + "".join(r + "\n" for r in keep))
 
 
-def _truncate_csv(path: Path, epochs_done: int) -> None:
-    """On resume, drop rows of epochs the checkpoint does not contain."""
+def _truncate_csv(path: Path, steps_done: int) -> None:
+    """On resume, drop rows of epochs the checkpoint does not contain: rows are written before
+    the checkpoint of the same step, so a row belongs to it when its step <= ``steps_done``
+    (by step, not by epoch number: a ``max_steps`` run ends inside an epoch, with a row)."""
     if not path.is_file():
         with open(path, "w", newline="") as f:
             csv.DictWriter(f, CSV_FIELDS).writeheader()
         return
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= steps_done]
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, CSV_FIELDS)
@@ -240,7 +242,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
             raise CheckpointError(f"{last_path}: damaged checkpoint ({type(e).__name__}: "
                                   f"{str(e)[:300]})") from None
     if dist.is_main() and resume:
-        _truncate_csv(run_dir / "metrics.csv", start_step // spe)
+        _truncate_csv(run_dir / "metrics.csv", start_step)
         _truncate_steps(run_dir / "steps.csv", start_step)
     if dist.is_main() and start_step < total:
         # the weights are about to change: a completion marker or an evaluation of earlier

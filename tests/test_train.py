@@ -89,6 +89,12 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
     assert not (run / "results.json").exists() and not (run / "logits.npz").exists()
     with open(run / "metrics.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    # resuming the finished run (it ends inside epoch 2, at max_steps) changes nothing; it
+    # used to drop the last row (rows were kept by epoch: step 100 // 78 = 1)
+    assert train(cfg, run, resume=True, progress=False).steps == 100
+    with open(run / "metrics.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    assert finished(run, cfg)
     other = _cfg("base", data_dir, *extra, "train.lr=0.05")
     with pytest.raises(ConfigError, match=r"holds a run of another config \(train\.lr: .* -> "
                                           r"0\.05\); choose another --out"):
