@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from converters.errors import DataError
+from fastmix.atomic import atomic_write
 from fastmix.calibration import calibration_report, calibration_with_ood, fit_temperature
 from fastmix.errors import ConfigError
 from fastmix.metrics import error_detection_auroc, ood_metrics, ood_metrics_draws
@@ -80,7 +81,6 @@ __all__ = [
     "MNIST_C_PREFIX",
     "RESULTS_FORMAT",
     "EvalSets",
-    "atomic_write",
     "evaluate_run",
     "load_eval_sets",
     "load_logits",
@@ -137,24 +137,6 @@ CONVENTION: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``,
-    so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    blob = data.encode() if isinstance(data, str) else data
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _f(x: Any) -> float | None:

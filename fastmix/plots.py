@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fastmix.atomic import atomic_write
 from fastmix.calibration import reliability_bins
-from fastmix.evaluate import atomic_write
 from fastmix.scores import SCORES, softmax
 
 __all__ = ["plot_auroc_heatmap", "plot_mnist_c_bars", "plot_reliability", "plot_roc"]

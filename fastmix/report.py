@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from converters.errors import DataError
+from fastmix.atomic import atomic_write
 from fastmix.evaluate import (
     CONVENTION,
     MNIST_C_CORRUPTIONS,
-    atomic_write,
     load_logits,
     load_results,
 )

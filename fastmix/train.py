@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from fastmix import distributed as dist
+from fastmix.atomic import atomic_write
 from fastmix.checkpoint import CheckpointError, load_checkpoint, read_run_config, save_checkpoint
 from fastmix.config import Config, config_hash, dumps
 from fastmix.device import Runtime, resolve_runtime, set_cpu_threads
@@ -56,19 +57,6 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
 
 
 DONE_FILE = "done.json"  # written last by a run that trained all its steps (see train())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a fsynced temporary file and a rename."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_done(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -150,7 +138,7 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
     if dist.is_main():
         try:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            _write_text_atomic(run_dir / "config.toml", dumps(cfg))
+            atomic_write(run_dir / "config.toml", dumps(cfg))
             with open(run_dir / "metrics.csv", "w", newline="") as f:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
             (run_dir / "steps.csv").write_text(STEPS_HEADER)
@@ -165,7 +153,7 @@ def _truncate_steps(path: Path, steps_done: int) -> None:
     """On resume, drop step-log rows the checkpoint does not contain."""
     rows = path.read_text().splitlines()[1:] if path.is_file() else []
     keep = [r for r in rows if r and int(r.split(",")[0]) <= steps_done]
-    _write_text_atomic(path, STEPS_HEADER + "".join(r + "\n" for r in keep))
+    atomic_write(path, STEPS_HEADER + "".join(r + "\n" for r in keep))
 
 
 def _truncate_csv(path: Path, steps_done: int) -> None:
@@ -339,7 +327,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     if dist.is_main() and step >= total:  # last: `fastmix run` skips only marked runs
         import json
 
-        _write_text_atomic(run_dir / DONE_FILE, json.dumps(
+        atomic_write(run_dir / DONE_FILE, json.dumps(
             {"config_hash": chash, "step": step, "epochs": epochs, "best_val_acc": best}) + "\n")
     dist.barrier()
     return TrainResult(run_dir, cfg["variant"]["name"], epochs, step, best, final_acc, t_all,
