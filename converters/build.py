@@ -22,6 +22,7 @@ from tqdm import tqdm
 from converters.beton import clean_stale_temporaries, sha256_file, write_beton
 from converters.catalog import BuildContext, DatasetSpec
 from converters.errors import DataError, SourceUnavailable
+from converters.lock import folder_lock
 from converters.sources import SourceResolver
 
 MANIFEST = "manifest.json"
@@ -134,6 +135,12 @@ def convert(
         raise DataError(f"{out}: cannot create output folder ({e.strerror})") from None
     if not os.access(out, os.W_OK):
         raise DataError(f"{out}: output folder is not writable")
+    with folder_lock(out, "fastmix convert"):  # its temporaries and manifest are ours alone
+        return _convert_locked(catalog, names, out, resolver, progress)
+
+
+def _convert_locked(catalog: dict[str, DatasetSpec], names: list[str], out: Path,
+                    resolver: SourceResolver, progress: bool) -> ConvertResult:
     clean_stale_temporaries(out)
     manifest = load_manifest(out)
     ctx = BuildContext(resolver)

@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _nothing_written(out: Path) -> None:
     if out.exists():
-        assert not [p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"]
+        assert not [p for p in out.rglob("*")
+                    if p.is_file() and p.name not in ("manifest.json", ".lock")]
         assert load_manifest(out)["betons"] == {}
 
 
@@ -211,6 +212,34 @@ def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
     assert code == 2
     assert f"{out / 'base-s0'}: cannot create the run directory (Not a directory" in (
         capsys.readouterr().err)
+
+
+def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
+    """One `fastmix convert` per output folder: while another process holds the folder's lock
+    the CLI exits 2 naming the folder and that process (was: the second run deleted the first's
+    temporaries, a traceback, and one manifest overwrote the other's entries); once the holder
+    is SIGKILLed the lock is free at once and the convert builds."""
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from converters.lock import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'test'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: another fastmix convert is writing this folder (process {holder.pid})" in (
+            err)
+        assert not list(out.glob("*.beton*")) and not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 0
+    assert load_manifest(out)["betons"].keys() == {"gaussian_noise"}
 
 
 @pytest.fixture
