@@ -181,20 +181,48 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     ``stop_after_steps`` ends the process's work after that many global steps *without*
     finishing the run (it simulates an interruption for tests).
     """
-    from fastmix.train_data import build_loaders  # imports ffcv (slow): only when training
-
     run_dir = Path(run_dir)
     if resume:
         cfg = _resume_config(run_dir)
-    tc, chash = cfg["train"], config_hash(cfg)
+    tc = cfg["train"]
     # everything that can refuse the config (no such device, missing betons) before any write
     rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
     paths = require_betons(cfg)
     dist.init_from_env(rt.device)
     if rt.device.type == "cuda" and rt.device.index is not None:
         torch.cuda.set_device(rt.device)  # FFCV's streams and events live on the current GPU
-    if not resume:
-        _prepare_run_dir(cfg, run_dir)
+    with _run_dir_lock(run_dir):
+        if not resume:
+            _prepare_run_dir(cfg, run_dir)
+        return _train_locked(cfg, run_dir, resume, rt, paths, progress, stop_after_steps)
+
+
+def _run_dir_lock(run_dir: Path):
+    """One training process per run directory (``converters.lock``; the main rank holds it
+    under torchrun): a second ``fastmix train`` / ``fastmix run`` on the same run is refused."""
+    from contextlib import nullcontext
+
+    from converters.lock import folder_lock
+
+    if not dist.is_main():
+        return nullcontext()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"{run_dir}: cannot create the run directory ({e.strerror or e}: {e.filename}); "
+            "choose a writable --out"
+        ) from None
+    return folder_lock(run_dir, "fastmix train")
+
+
+def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
+                  paths: dict[str, Path], progress: bool,
+                  stop_after_steps: int | None) -> TrainResult:
+    """The training loop of ``train()``, once the run directory is prepared and locked."""
+    from fastmix.train_data import build_loaders  # imports ffcv (slow): only when training
+
+    tc, chash = cfg["train"], config_hash(cfg)
     torch.manual_seed(tc["seed"])
     model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
     if rt.channels_last:

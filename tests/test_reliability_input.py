@@ -242,6 +242,31 @@ def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
     assert load_manifest(out)["betons"].keys() == {"gaussian_noise"}
 
 
+def test_a_second_training_of_one_run_directory_is_refused(tmp_path, capsys, data_dir):
+    """While a process holds a run directory's lock (a `fastmix train` or `fastmix run` on it),
+    another training of that run exits 2 naming the holder and writes nothing there."""
+    run = tmp_path / "runs" / "base-s0"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from converters.lock import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'test'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n", str(run)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = main(["train", "--variant", "base", "--config", "smoke", "--data", str(data_dir),
+                     "--out", str(tmp_path / "runs"), "--no-progress"])
+        assert code == 2
+        assert f"{run}: another fastmix train is writing this folder (process {holder.pid})" in (
+            capsys.readouterr().err)
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 @pytest.fixture
 def mounted(tmp_path):
     """Mount a tmpfs (options given to the returned function); skip where mount is refused."""
