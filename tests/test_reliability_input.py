@@ -16,6 +16,7 @@ configs through ``fastmix train`` / ``fastmix eval``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -214,6 +215,25 @@ def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
         capsys.readouterr().err)
 
 
+@contextlib.contextmanager
+def _lock_held_elsewhere(folder: Path):
+    """Another process holding ``folder``'s lock (``converters.lock``) until the block ends,
+    when it is SIGKILLed (which frees the lock at once)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from converters.lock import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'test'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n", str(folder)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
     """One `fastmix convert` per output folder: while another process holds the folder's lock
     the CLI exits 2 naming the folder and that process (was: the second run deleted the first's
@@ -221,23 +241,12 @@ def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
     is SIGKILLed the lock is free at once and the convert builds."""
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from converters.lock import folder_lock\n"
-         "with folder_lock(sys.argv[1], 'test'):\n"
-         "    print('locked', flush=True)\n"
-         "    time.sleep(120)\n", str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _lock_held_elsewhere(out) as holder:
         assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
         err = capsys.readouterr().err
         assert f"{out}: another fastmix convert is writing this folder (process {holder.pid})" in (
             err)
         assert not list(out.glob("*.beton*")) and not (out / "manifest.json").exists()
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 0
     assert load_manifest(out)["betons"].keys() == {"gaussian_noise"}
 
@@ -247,24 +256,13 @@ def test_a_second_training_of_one_run_directory_is_refused(tmp_path, capsys, dat
     another training of that run exits 2 naming the holder and writes nothing there."""
     run = tmp_path / "runs" / "base-s0"
     run.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from converters.lock import folder_lock\n"
-         "with folder_lock(sys.argv[1], 'test'):\n"
-         "    print('locked', flush=True)\n"
-         "    time.sleep(120)\n", str(run)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with _lock_held_elsewhere(run) as holder:
         code = main(["train", "--variant", "base", "--config", "smoke", "--data", str(data_dir),
                      "--out", str(tmp_path / "runs"), "--no-progress"])
         assert code == 2
         assert f"{run}: another fastmix train is writing this folder (process {holder.pid})" in (
             capsys.readouterr().err)
         assert sorted(p.name for p in run.iterdir()) == [".lock"]
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
 
 
 @pytest.fixture
