@@ -11,6 +11,7 @@ resumed run follows the same schedule. Loss: cross-entropy, plus the Outlier Exp
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -166,12 +167,11 @@ def _truncate_csv(path: Path, steps_done: int) -> None:
         return
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["step"]) <= steps_done]
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, CSV_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
@@ -192,6 +192,7 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     if rt.device.type == "cuda" and rt.device.index is not None:
         torch.cuda.set_device(rt.device)  # FFCV's streams and events live on the current GPU
     with _run_dir_lock(run_dir):
+        _remove_own_temporaries(run_dir)
         if not resume:
             _prepare_run_dir(cfg, run_dir)
         return _train_locked(cfg, run_dir, resume, rt, paths, progress, stop_after_steps)
@@ -214,6 +215,21 @@ def _run_dir_lock(run_dir: Path):
             "choose a writable --out"
         ) from None
     return folder_lock(run_dir, "fastmix train")
+
+
+# Files only training writes into a run directory: with its lock held, a temporary of one of
+# them (``<name>.tmp-<pid>``) is a leftover of a killed training, never a write in progress.
+_TRAIN_FILES = ("config.toml", "metrics.csv", "steps.csv", DONE_FILE)
+
+
+def _remove_own_temporaries(run_dir: Path) -> None:
+    """Delete leftovers of interrupted training writes (checkpoints/, config, CSVs, marker)."""
+    if not dist.is_main() or not run_dir.is_dir():
+        return
+    leftovers = [p for name in _TRAIN_FILES for p in run_dir.glob(f"{name}.tmp-*")]
+    leftovers += list((run_dir / "checkpoints").glob("*.pt.tmp-*"))
+    for p in leftovers:
+        p.unlink(missing_ok=True)
 
 
 def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,

@@ -84,9 +84,13 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
     assert not finished(run, cfg)
     (run / "results.json").write_text("{}")  # e.g. `fastmix report` on the unfinished run
     (run / "logits.npz").write_bytes(b"")
+    leftovers = [run / "checkpoints" / "last.pt.tmp-99999", run / "metrics.csv.tmp-99999"]
+    for p in leftovers:  # what a SIGKILL mid-write leaves
+        p.write_bytes(b"half")
     result = train(cfg, run, resume=True, progress=False)
     assert result.steps == 100 and finished(run, cfg)
     assert not (run / "results.json").exists() and not (run / "logits.npz").exists()
+    assert not [p for p in leftovers if p.exists()]
     with open(run / "metrics.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
     # resuming the finished run (it ends inside epoch 2, at max_steps) changes nothing; it
