@@ -175,12 +175,19 @@ def load_config(
     return validate(cfg)
 
 
+def _weight_settings(cfg: Config, sections: tuple[str, ...]) -> Config:
+    """The settings of ``sections`` that determine the trained weights (train.log_every does
+    not): what ``config_hash`` hashes and ``config_differences`` compares."""
+    relevant = {k: cfg[k] for k in sections if k in cfg}
+    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k != "log_every"}
+    return relevant
+
+
 def config_hash(
     cfg: Config, sections: tuple[str, ...] = ("model", "augment", "oe", "train")
 ) -> str:
     """Hash of what determines the trained weights (a checkpoint from another is refused)."""
-    relevant = {k: cfg[k] for k in sections if k in cfg}
-    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k != "log_every"}
+    relevant = _weight_settings(cfg, sections)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -189,12 +196,12 @@ def config_differences(
 ) -> list[str]:
     """``"section.key: old -> new"`` for every setting of ``sections`` that differs (the ones
     ``config_hash`` covers), sorted."""
+    a, b = _weight_settings(old, sections), _weight_settings(new, sections)
     out = []
     for sec in sections:
-        a, b = old.get(sec, {}), new.get(sec, {})
-        for key in sorted(set(a) | set(b)):
-            if key != "log_every" and a.get(key) != b.get(key):
-                out.append(f"{sec}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+        sa, sb = a.get(sec, {}), b.get(sec, {})
+        out += [f"{sec}.{key}: {sa.get(key)!r} -> {sb.get(key)!r}"
+                for key in sorted(set(sa) | set(sb)) if sa.get(key) != sb.get(key)]
     return out
 
 

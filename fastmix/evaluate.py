@@ -73,6 +73,7 @@ from fastmix.atomic import atomic_write
 from fastmix.calibration import calibration_report, calibration_with_ood, fit_temperature
 from fastmix.errors import ConfigError
 from fastmix.metrics import error_detection_auroc, ood_metrics, ood_metrics_draws
+from fastmix.run_files import LOGITS_FILE, RESULTS_FILE
 from fastmix.scores import SCORES
 
 __all__ = [
@@ -91,8 +92,6 @@ __all__ = [
 ]
 
 RESULTS_FORMAT = 1
-RESULTS_FILE = "results.json"
-LOGITS_FILE = "logits.npz"
 MNIST_C_PREFIX = "mnist_c/"
 
 try:  # the generator's own list (same order); a fallback keeps evaluation importable alone

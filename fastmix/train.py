@@ -31,6 +31,7 @@ from fastmix.device import Runtime, resolve_runtime, set_cpu_threads
 from fastmix.errors import ConfigError, TrainingError
 from fastmix.models import build_model
 from fastmix.oe import oe_loss
+from fastmix.run_files import DONE_FILE, LOGITS_FILE, RESULTS_FILE
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_ce", "train_oe", "train_acc",
               "val_acc", "seconds", "images_per_s", "total_images_per_s"]
@@ -55,9 +56,6 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
     if step < warm:
         return peak * (step + 1) / warm
     return peak * max(0.0, (total - step) / max(1, total - warm))
-
-
-DONE_FILE = "done.json"  # written last by a run that trained all its steps (see train())
 
 
 def read_done(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -144,10 +142,12 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
             (run_dir / "steps.csv").write_text(STEPS_HEADER)
         except OSError as e:
-            raise ConfigError(
-                f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
-                f"{e.filename}); choose a writable --out"
-            ) from None
+            raise _cannot_create(run_dir, e) from None
+
+
+def _cannot_create(run_dir: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
+                       f"{e.filename}); choose a writable --out")
 
 
 def _truncate_steps(path: Path, steps_done: int) -> None:
@@ -210,10 +210,7 @@ def _run_dir_lock(run_dir: Path):
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(
-            f"{run_dir}: cannot create the run directory ({e.strerror or e}: {e.filename}); "
-            "choose a writable --out"
-        ) from None
+        raise _cannot_create(run_dir, e) from None
     return folder_lock(run_dir, "fastmix train")
 
 
@@ -279,8 +276,6 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
     if dist.is_main() and start_step < total:
         # the weights are about to change: a completion marker or an evaluation of earlier
         # weights (fastmix eval / report on an unfinished run) no longer describes this run
-        from fastmix.evaluate import LOGITS_FILE, RESULTS_FILE
-
         for name in (DONE_FILE, RESULTS_FILE, LOGITS_FILE):
             (run_dir / name).unlink(missing_ok=True)
     net = dist.wrap(model, rt.device)
