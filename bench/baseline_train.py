@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastmix.bench.baseline_loader import PixMixBaseline, PlainBaseline, SaltPepperBaseline
 from torch.utils.data import DataLoader
 
-from bench.baseline_loader import PixMixBaseline, PlainBaseline, SaltPepperBaseline
 from fastmix.config import Config
-from fastmix.models import build_model
-from fastmix.oe import oe_loss
-from fastmix.train import lr_at
+from fastmix.train.models import build_model
+from fastmix.train.oe import oe_loss
+from fastmix.train.trainer import lr_at
 
 
 def _dataset(kind: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray | None,
@@ -41,7 +41,7 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
     an end-to-end comparison runs both loops on the same device."""
     dev = torch.device(device)
     pin = dev.type == "cuda"
-    from converters.beton import read_beton
+    from fastmix.converters.beton import read_beton
 
     t_start = time.perf_counter()
     x, y = read_beton(betons["train"])

@@ -59,7 +59,7 @@ def _run(cmds: list[list[str]], cores: list[set[int]] | None, log: Path) -> floa
 
 def run_concurrency_bench(data: str, variants: list[str], epochs: int = 1, repeats: int = 1,
                           log=print) -> dict:  # fmt: skip
-    from fastmix.device import usable_cores
+    from fastmix.runtime import usable_cores
 
     cpus = usable_cores()
     res: dict = {"variants": variants, "epochs": epochs, "cores": len(cpus),

@@ -1,4 +1,4 @@
-"""Throughput of the IFS fractal generator (converters.fractals.generate_fractals).
+"""Throughput of the IFS fractal generator (fastmix.converters.fractals.generate_fractals).
 
 Usage: .venv/bin/python bench/bench_fractals.py [--n 2000] [--size 32] [--threads 1 2]
        [--repeat 3] [--json] [--preview PATH]
@@ -17,8 +17,7 @@ import time
 
 import numba
 import numpy as np
-
-from converters.fractals import (
+from fastmix.converters.fractals import (
     GENERATOR_VERSION,
     default_points,
     fractal_preview,

@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/bench_loader.py [--n 55000] [--batch-size 512] [--
        [--preview PATH]
 
 For the pipelines none / sp / pixmix it prints images/second of
-* fastmix: ``fastmix.loader.make_train_loader`` over a beton of ``--n`` MNIST training images
+* fastmix: ``fastmix.data.loader.make_train_loader`` over a beton of ``--n`` MNIST training images
   (../shared/data/mnist beside the checkout, or ``--raw``; random digit-like images otherwise),
   at every Numba thread count of ``--threads``;
 * the baseline: ``bench/baseline_loader.py``, the reference's way (per-sample Pillow ops and NumPy
@@ -92,11 +92,11 @@ def load_images(n: int, raw_dir: Path | None, seed: int = 0) -> tuple[np.ndarray
 
 
 def make_bank(m: int = 1000, size: int = 32, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Mixing pictures: converters.fractals when available, else smooth random patterns."""
+    """Mixing pictures: fastmix.converters.fractals when available, else smooth random patterns."""
     try:
-        from converters.fractals import generate_fractals
+        from fastmix.converters.fractals import generate_fractals
 
-        return generate_fractals(m, size=size, seed=seed), "converters.fractals.generate_fractals"
+        return generate_fractals(m, size=size, seed=seed), "fastmix.converters.fractals.generate_fractals"
     except Exception:  # the fractal generator is another module's; any pictures will do here
         g = np.random.default_rng(seed)
         yy, xx = np.mgrid[0:size, 0:size] / size
@@ -106,7 +106,7 @@ def make_bank(m: int = 1000, size: int = 32, seed: int = 0) -> tuple[np.ndarray,
             phase = g.uniform(0, 6, 3)
             v = sum(np.sin(2 * np.pi * (f[j, 0] * xx + f[j, 1] * yy) + phase[j]) for j in range(3))
             bank[i] = np.clip(127.5 + 42.5 * v, 0, 255).astype(np.uint8)
-        return bank, "random sinusoid patterns (converters.fractals unavailable)"
+        return bank, "random sinusoid patterns (fastmix.converters.fractals unavailable)"
 
 
 # ----------------------------------------------------------------------------- timing
@@ -272,7 +272,7 @@ _LATENCY_CHILD = textwrap.dedent(
     import json, sys, time
     t0 = time.perf_counter()
     import numpy as np
-    from fastmix.loader import make_train_loader
+    from fastmix.data.loader import make_train_loader
     t1 = time.perf_counter()
     bank = np.load(sys.argv[2])
     loader = make_train_loader(sys.argv[1], "pixmix", int(sys.argv[3]), seed=0,
@@ -313,18 +313,18 @@ def write_preview(path: Path, images: np.ndarray, bank: np.ndarray, n: int = 12)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fastmix import kernels as K
+    from fastmix.augment import pillow_ops, pixmix, salt_pepper
 
     x = np.ascontiguousarray(images[:n])
     idx = np.arange(n, dtype=np.int64)
     rows = {"original": x.astype(np.float32) / 255}
     out = np.empty(x.shape, np.float32)
-    K.salt_pepper_batch(x, idx, out, 0, 0, K.SP_AMOUNT)
-    rows[f"S&P {K.SP_AMOUNT:g}"] = out.copy()
+    salt_pepper.salt_pepper_batch(x, idx, out, 0, 0, salt_pepper.SP_AMOUNT)
+    rows[f"S&P {salt_pepper.SP_AMOUNT:g}"] = out.copy()
     for epoch in (0, 1):
-        K.pixmix_batch(x, idx, bank, out, 0, epoch, 4, 3.0, 3.0, K.N_OPS_BASIC)
+        pixmix.pixmix_batch(x, idx, bank, out, 0, epoch, 4, 3.0, 3.0, pillow_ops.N_OPS_BASIC)
         rows[f"PixMix ep {epoch}"] = out.copy()
-    K.pixmix_batch(x, idx, bank, out, 0, 2, 4, 3.0, 3.0, K.N_OPS_ALL)
+    pixmix.pixmix_batch(x, idx, bank, out, 0, 2, 4, 3.0, 3.0, pillow_ops.N_OPS_ALL)
     rows["PixMix all-ops"] = out.copy()
     rows["bank crops"] = bank[:n, 2:30, 2:30].astype(np.float32) / 255
     fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
@@ -367,10 +367,11 @@ def run_loader_bench(
     process and its workers) and the per-round wall-clock rates; ``speedup_vs_baseline[v]`` is
     the median over rounds of (fastest thread count) / baseline, ``thread_scaling[v]`` the
     median, min and max over rounds of 2 threads / 1 thread."""
-    from converters.beton import write_beton
-    from fastmix.loader import usable_cpus
+    from fastmix.converters.beton import write_beton
 
-    cpus = usable_cpus()
+    from fastmix.runtime import usable_cores
+
+    cpus = len(usable_cores())
     threads = [t for t in threads if 1 <= t <= cpus]
     res: dict = {
         "config": {
@@ -397,8 +398,9 @@ def run_loader_bench(
         bank_npy = wd / "bench_bank.npy"
         np.save(bank_npy, bank)
 
-        from bench.baseline_loader import make_baseline_loader
-        from fastmix.loader import make_train_loader
+        from fastmix.bench.baseline_loader import make_baseline_loader
+
+        from fastmix.data.loader import make_train_loader
 
         # Baseline loaders first, each warmed (its persistent worker processes forked) before any
         # Numba thread pool exists; then every variant's loaders run round by round.

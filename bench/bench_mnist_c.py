@@ -1,4 +1,4 @@
-"""Time converters.mnist_c.corrupt on the MNIST test set: every corruption, all 10,000 digits.
+"""Time fastmix.converters.mnist_c.corrupt on the MNIST test set: every corruption, all 10,000 digits.
 
 Usage (from the repository root)::
 
@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-
-from converters import mnist_c  # noqa: E402
-from converters.idx import read_idx_images  # noqa: E402
+from fastmix.converters import mnist_c as mnist_c  # noqa: E402
+from fastmix.converters.idx import read_idx_images  # noqa: E402
 
 DEFAULT_RAW = ROOT / ".." / "shared" / "data" / "mnist"
 

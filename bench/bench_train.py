@@ -5,7 +5,7 @@
   device-resident tensors (airbench's way: the physical limit, no loader, no augmentation); the
   PixMix / none epoch-time ratio (does the loader hide behind compute?); eager vs
   ``torch.compile`` step time and inference time.
-* ``run_e2e_bench``: whole training runs at equal epochs, fastmix (``fastmix.train.train``)
+* ``run_e2e_bench``: whole training runs at equal epochs, fastmix (``fastmix.train.trainer.train``)
   vs the OE reference's way (``bench/baseline_train.py``), with wall-time ratio and test accuracy.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from fastmix.config import load_config
-from fastmix.device import resolve_runtime, set_cpu_threads
-from fastmix.models import build_model
-from fastmix.train import _make_step, _to_input, require_betons
+from fastmix.runtime import resolve_runtime, set_torch_threads
+from fastmix.train.models import build_model
+from fastmix.train.trainer import _make_step, _to_input, require_betons
 
 
 def _cfg(variant: str, data_dir: str | Path, overrides: tuple[str, ...] = ()):
@@ -34,7 +34,7 @@ class ResidentBatches:
     per pass, no augmentation, no loader. Same batch shapes as the real loaders."""
 
     def __init__(self, cfg, betons: dict[str, Path], device: torch.device, batch: int) -> None:
-        from converters.beton import read_beton
+        from fastmix.converters.beton import read_beton
 
         x, y = read_beton(betons["train"])
         self.x = torch.from_numpy(x).float().div_(255).unsqueeze(1).to(device)
@@ -66,7 +66,7 @@ def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: i
     and of the same step fed from device-resident tensors (``ResidentBatches``): windows of
     ``steps`` steps alternate between the two, so ``fraction_of_resident`` (median of the
     per-window-pair ratios) compares like with like on a machine whose speed drifts."""
-    from fastmix.train_data import build_loaders
+    from fastmix.data.streams import build_loaders
 
     cfg = _cfg(variant, data_dir)
     betons = require_betons(cfg)
@@ -77,7 +77,7 @@ def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: i
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     step = _make_step(model, opt, cfg, rt)
-    set_cpu_threads()
+    set_torch_threads()
     it = loaders.epoch(0)
     resident = ResidentBatches(cfg, betons, rt.device, cfg["train"]["batch_size"])
     sources = {"loader": lambda: next(it), "resident": resident.next}
@@ -185,9 +185,10 @@ def run_train_bench(data_dir: str | Path, variants: tuple[str, ...], steps: int 
 def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...], epochs: int = 1,
                   log=print) -> dict:
     """fastmix vs the reference's loop, equal epochs, per variant: wall time and test accuracy."""
-    from bench.baseline_train import train_baseline
-    from converters.beton import read_beton
-    from fastmix.train import accuracy, train
+    from fastmix.bench.baseline_train import train_baseline
+    from fastmix.converters.beton import read_beton
+
+    from fastmix.train.trainer import accuracy, train
 
     res: dict = {"epochs": epochs, "variants": {}}
     tx, ty = read_beton(Path(data_dir) / "mnist_test.beton")
@@ -198,7 +199,7 @@ def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...], epochs: int =
             t0 = time.perf_counter()
             r = train(cfg, Path(tmp) / v, progress=False)
             fm_wall = time.perf_counter() - t0
-            from fastmix.checkpoint import load_run
+            from fastmix.train.checkpoint import load_run
 
             model, _ = load_run(Path(tmp) / v, which="last")
             fm_acc = accuracy(model, tx, ty, resolve_runtime("cpu", "fp32", "off"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 TMP_MARK = ".tmp-"
 WORKER_DIED = 3  # exit status of the writer process when an FFCV worker died
@@ -189,15 +189,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask (taskset, a scheduler's cgroup), which
-    Numba's thread pool is sized by, not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def read_beton(
     path: str | os.PathLike, batch_size: int = 2048, num_workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +196,12 @@ def read_beton(
     from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
 
+    from fastmix.runtime import usable_cores
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: beton not found")
-    workers = num_workers or max(1, min(2, _usable_cpus()))
+    workers = num_workers or max(1, min(2, len(usable_cores())))
     loader = Loader(
         str(path),
         batch_size=batch_size,

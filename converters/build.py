@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fastmix.converters.beton import clean_stale_temporaries, sha256_file, write_beton
+from fastmix.converters.catalog import BuildContext, DatasetSpec
+from fastmix.converters.sources import SourceResolver
 from tqdm import tqdm
 
-from converters.beton import clean_stale_temporaries, sha256_file, write_beton
-from converters.catalog import BuildContext, DatasetSpec
-from converters.errors import DataError, SourceUnavailable
-from converters.lock import folder_lock
-from converters.sources import SourceResolver
+from fastmix.errors import DataError, SourceUnavailable
+from fastmix.files import folder_lock
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

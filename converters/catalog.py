@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastmix.converters import sources as src
+from fastmix.converters.idx import read_idx_images, read_idx_labels
+from fastmix.converters.sources import RawFile, SourceResolver
 
-from converters import sources as src
-from converters.errors import DataError, SourceUnavailable
-from converters.idx import read_idx_images, read_idx_labels
-from converters.sources import RawFile, SourceResolver
+from fastmix.errors import DataError, SourceUnavailable
 
 SPLIT_SEED = 0
 VAL_SIZE = 5000
@@ -150,7 +150,7 @@ def _mnist_split(which: str) -> Callable[[BuildContext], Built]:
 
 
 def _omniglot(ctx: BuildContext) -> Built:
-    from converters.omniglot import read_omniglot_zips
+    from fastmix.converters.omniglot import read_omniglot_zips
 
     try:
         paths = ctx.resolver.resolve_all(src.OMNIGLOT_FULL)
@@ -166,7 +166,7 @@ def _omniglot(ctx: BuildContext) -> Built:
 
 def _synthetic(kind: str, n: int, seed: int) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
-        from converters import synthetic
+        from fastmix.converters import synthetic
 
         fn = {"gaussian": synthetic.gaussian_noise, "bernoulli": synthetic.bernoulli_noise,
               "uniform": synthetic.uniform_noise}[kind]
@@ -177,7 +177,7 @@ def _synthetic(kind: str, n: int, seed: int) -> Callable[[BuildContext], Built]:
 
 
 def _inverted_mnist(ctx: BuildContext) -> Built:
-    from converters.synthetic import invert
+    from fastmix.converters.synthetic import invert
 
     test = ctx.idx_pair(src.MNIST, "t10k")
     return Built(invert(test.images), np.full(len(test.images), -1, np.int64), test.sources)
@@ -187,7 +187,7 @@ def _fractals(
     count: int, size: int, seed: int, folder: str | None
 ) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
-        from converters import fractals
+        from fastmix.converters import fractals
 
         if folder:
             images = fractals.load_image_folder(folder, size=size)
@@ -203,7 +203,7 @@ def _fractals(
 def _corrupted(base: str, corruption: str, seed: int, official: str | None,
                split: str) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
-        from converters import mnist_c
+        from fastmix.converters import mnist_c
 
         if official:
             images, labels = mnist_c.load_official(official, corruption, split)
@@ -250,7 +250,7 @@ def _version_of(module: str) -> str:
 
 def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
     """Every dataset spec for these options, keyed by beton name, in build order."""
-    from converters.mnist_c import CORRUPTIONS
+    from fastmix.converters.mnist_c import CORRUPTIONS
 
     o = opts or CatalogOptions()
     specs: list[DatasetSpec] = [
@@ -275,10 +275,10 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
         DatasetSpec("notmnist_test", "ood", "notmnist", False, CLEAN_BASES["notmnist_test"], {},
                     tuple(src.NOTMNIST), "1", "notMNIST letters A-J (10,000)"),
         DatasetSpec("omniglot", "ood", "omniglot", False, _omniglot, {"size": 28},
-                    tuple(src.OMNIGLOT_SMALL), _version_of("converters.omniglot"),
+                    tuple(src.OMNIGLOT_SMALL), _version_of("fastmix.converters.omniglot"),
                     "Omniglot characters, 28x28 white on black"),
     ]
-    synth_version = _version_of("converters.synthetic")
+    synth_version = _version_of("fastmix.converters.synthetic")
     for kind in ("gaussian", "bernoulli", "uniform"):
         specs.append(DatasetSpec(
             f"{kind}_noise", "ood", f"{kind}-noise", False,
@@ -292,9 +292,9 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
     specs.append(DatasetSpec(
         "fractals", "mixing", "fractals", True,
         _fractals(o.fractal_count, o.fractal_size, o.fractal_seed, o.fractal_folder),
-        frac_params, (), _version_of("converters.fractals"),
+        frac_params, (), _version_of("fastmix.converters.fractals"),
         "grayscale IFS fractals, PixMix mixing pictures"))
-    mc_version = _version_of("converters.mnist_c")
+    mc_version = _version_of("fastmix.converters.mnist_c")
     bases = [("mnist_test", "mnist_c", "test")]
     if o.mnist_c_train:
         bases.append(("mnist_train_full", "mnist_c_train", "train"))
@@ -314,6 +314,6 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
 
 
 def corruption_names() -> tuple[str, ...]:
-    from converters.mnist_c import CORRUPTIONS
+    from fastmix.converters.mnist_c import CORRUPTIONS
 
     return tuple(CORRUPTIONS)

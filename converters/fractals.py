@@ -48,8 +48,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from converters.errors import DataError
-from fastmix.errors import ConfigError
+from fastmix.errors import ConfigError, DataError
 
 GENERATOR_VERSION = "ifs-chaos-1"
 

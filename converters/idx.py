@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 _UINT8 = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"

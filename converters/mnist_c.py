@@ -59,7 +59,7 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 CORRUPTIONS: tuple[str, ...] = (
     "shot_noise",

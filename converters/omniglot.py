@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 GENERATOR_VERSION = "1"
 

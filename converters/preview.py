@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from converters.build import load_manifest, manifest_beton_path
+from fastmix.converters.build import load_manifest, manifest_beton_path
 
 
 def read_spread(path: Path, n: int, count: int) -> np.ndarray:

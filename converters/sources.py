@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters.errors import DataError, SourceUnavailable
-from converters.idx import read_bytes
+from fastmix.converters.idx import read_bytes
+
+from fastmix.errors import DataError, SourceUnavailable
 
 NETWORK_TIMEOUT_S = 8.0
 

@@ -1,9 +1,12 @@
 """Configs: TOML presets with strict, type-checked overrides (nanoGPT-style, but typed).
 
-Resolution: ``configs/default.toml`` <- variant preset (``configs/<variant>.toml``) <- extra
-preset files (e.g. ``smoke``) <- ``--set section.key=value``. Every key must already exist in
-the defaults; an unknown section or key is a ConfigError that lists the valid ones, and a value
-must have the default's type (ints are accepted where floats are expected).
+Resolution: ``default.toml`` <- variant preset (``<variant>.toml``) <- extra presets (e.g.
+``smoke``, or a path to a TOML file) <- overrides (``--set section.key=value`` text, or dicts
+``{section: {key: value}}`` built by the CLI's shorthand flags). The presets ship inside the
+package (``fastmix.configs``, read with ``importlib.resources``), so an installed fastmix finds
+them from any folder. Every key must already exist in the defaults; an unknown section or key
+is a ConfigError that lists the valid ones, and a value must have the default's type (ints are
+accepted where floats are expected).
 """
 
 from __future__ import annotations
@@ -14,36 +17,43 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Sequence
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from fastmix.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = resources.files("fastmix.configs")
 VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
 AUGMENT_KINDS = ("none", "sp", "pixmix")
 Config = dict[str, dict[str, Any]]
 
 
-def _read_toml(path: Path) -> Config:
+def _read_toml(path: Path | Traversable) -> Config:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(path.read_bytes().decode())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
 
 
-def preset_path(name: str) -> Path:
-    """``name`` as a preset in configs/ or as a path to a TOML file."""
+def preset_names() -> list[str]:
+    """The presets that ship with fastmix (every ``fastmix.configs/*.toml`` but the defaults)."""
+    return sorted(q.name[:-5] for q in PRESETS.iterdir()
+                  if q.name.endswith(".toml") and q.name != "default.toml")
+
+
+def preset_path(name: str) -> Path | Traversable:
+    """``name`` as a shipped preset or as a path to a TOML file."""
     p = Path(name)
     if p.suffix == ".toml" and p.is_file():
         return p
-    candidate = CONFIG_DIR / f"{name}.toml"
+    candidate = PRESETS / f"{name}.toml"
     if not candidate.is_file():
-        valid = sorted(q.stem for q in CONFIG_DIR.glob("*.toml") if q.stem != "default")
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(valid)}")
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
     return candidate
 
 
@@ -149,7 +159,7 @@ def validate(cfg: Config) -> Config:
 @functools.cache
 def known_beton_names() -> tuple[str, ...]:
     """Every beton name ``fastmix convert`` can build (all options on), from the catalog."""
-    from converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
+    from fastmix.converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
 
     opts = CatalogOptions(mnist_c_train=True, corrupt=tuple(CLEAN_BASES))
     return tuple(build_catalog(opts))
@@ -157,22 +167,42 @@ def known_beton_names() -> tuple[str, ...]:
 
 def load_config(
     variant: str | None = None,
-    presets: list[str] | tuple[str, ...] = (),
-    overrides: list[str] | tuple[str, ...] = (),
+    presets: Sequence[str] = (),
+    overrides: Sequence[str | Config] = (),
 ) -> Config:
-    """Resolve defaults <- variant <- presets <- overrides, then validate."""
-    cfg = _read_toml(CONFIG_DIR / "default.toml")
+    """Resolve defaults <- variant <- presets <- overrides, then validate.
+
+    ``overrides``: ``"section.key=value"`` text (``--set``; the value read as TOML) or dicts
+    ``{section: {key: value}}``, applied in order."""
+    cfg = _read_toml(PRESETS / "default.toml")
     if variant is not None:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}, all")
-        cfg = merge(cfg, _read_toml(CONFIG_DIR / f"{variant}.toml"), f"{variant}.toml")
+        cfg = merge(cfg, _read_toml(PRESETS / f"{variant}.toml"), f"{variant}.toml")
     for name in presets:
         path = preset_path(name)
         cfg = merge(cfg, _read_toml(path), path.name)
-    for text in overrides:
-        cfg = merge(cfg, parse_override(text), f"--set {text}")
+    for o in overrides:
+        if isinstance(o, str):
+            cfg = merge(cfg, parse_override(o), f"--set {o}")
+        else:
+            cfg = merge(cfg, o, "override " + ", ".join(
+                f"{sec}.{key}" for sec, vals in o.items() for key in vals))
     cfg["variant"] = {"name": variant or "custom"}
     return validate(cfg)
+
+
+def read_config_file(path: Path) -> Config:
+    """A resolved config written by ``dumps`` (a run's ``config.toml``), validated; ConfigError
+    naming the file when it is not a complete, valid fastmix config."""
+    cfg = _read_toml(path)
+    try:
+        return validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a complete fastmix run config ({type(e).__name__}: "
+                          f"{e})") from None
 
 
 def _weight_settings(cfg: Config, sections: tuple[str, ...]) -> Config:

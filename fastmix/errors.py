@@ -1,4 +1,5 @@
-"""Error types for configuration and training problems the user can fix."""
+"""Error types: everything a user's config, data or files can get wrong, with a message that
+names the setting or file and the fault."""
 
 
 class ConfigError(ValueError):
@@ -7,3 +8,11 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example a non-finite loss); the message says where and why."""
+
+
+class DataError(Exception):
+    """Bad input data or files: the message names the file and what is wrong with it."""
+
+
+class SourceUnavailable(DataError):
+    """A raw source could not be found locally nor downloaded (the message says where to put it)."""

@@ -1,10 +1,10 @@
-"""fastmix.atomic.atomic_write: the file is replaced whole or not at all, no temporary stays."""
+"""fastmix.files.atomic_write: the file is replaced whole or not at all, no temporary stays."""
 
 from __future__ import annotations
 
 import pytest
 
-from fastmix.atomic import atomic_write
+from fastmix.files import atomic_write
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):

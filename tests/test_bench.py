@@ -49,7 +49,7 @@ def test_bench_loader_smoke_interleaves_and_plots(shared_data, tmp_path):
 
 
 def test_machine_probe_counts_its_tasks_and_does_the_work():
-    from bench.bench_loader import MachineProbe, time_epoch
+    from fastmix.bench.bench_loader import MachineProbe, time_epoch
 
     for kind in ("vector", "chain"):
         probe = MachineProbe(2, kind, calls=3)

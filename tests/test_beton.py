@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
+from fastmix.converters.beton import clean_stale_temporaries, read_beton, sha256_file, write_beton
 
-from converters.beton import clean_stale_temporaries, read_beton, sha256_file, write_beton
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 
 def _arrays(n=300, shape=(28, 28), seed=0):

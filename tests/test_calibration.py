@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmix import calibration as K
+from fastmix.evaluate import calibration as K
 
 
 def ref_ece_mce(conf, correct, n_bins=15):

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from fastmix.converters.beton import read_beton
+from fastmix.converters.build import convert, load_manifest
+from fastmix.converters.catalog import DatasetSpec, idx_ood_builder
+from fastmix.converters.idx import read_idx_images, write_idx
+from fastmix.converters.sources import RawFile, SourceResolver
 
-from converters.beton import read_beton
-from converters.build import convert, load_manifest
-from converters.catalog import DatasetSpec, idx_ood_builder
-from converters.idx import read_idx_images, write_idx
-from converters.sources import RawFile, SourceResolver
 from fastmix.cli import main
 
 ONLY = "mnist_val,mnist_test,omniglot,gaussian_noise,mnist_inverted,fractals,kmnist_test"
@@ -165,11 +165,12 @@ def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
     """Training, evaluation and previews take beton paths from the manifest through
     ``manifest_beton_path``: a path leaving the folder, or a beton whose size changed since
     convert wrote it, is a DataError naming the manifest entry, before anything is read."""
-    from converters.build import manifest_beton_path, save_manifest
-    from converters.errors import DataError
+    from fastmix.converters.build import manifest_beton_path, save_manifest
+
     from fastmix.config import load_config
-    from fastmix.evaluate import load_eval_sets
-    from fastmix.train import require_betons
+    from fastmix.errors import DataError
+    from fastmix.evaluate.evaluate import load_eval_sets
+    from fastmix.train.trainer import require_betons
 
     out = tmp_path / "data"
     assert main(["convert", "--raw", str(shared_data), "--out", str(out), "--only",

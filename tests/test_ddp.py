@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastmix.checkpoint import load_run
+from fastmix.train.checkpoint import load_run
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_process_group_backend_follows_the_model_device():
     """gloo for a CPU model even on a GPU machine (``train.device = "cpu"`` under torchrun; the
     backend used to follow ``torch.cuda.is_available()``, and nccl cannot move CPU tensors),
     nccl for a CUDA model."""
-    from fastmix.distributed import backend_for
+    from fastmix.train.distributed import backend_for
 
     assert backend_for(torch.device("cpu")) == "gloo"
     assert backend_for(torch.device("cuda")) == "nccl"

@@ -1,4 +1,4 @@
-"""fastmix.evaluate end to end on real betons, a real manifest and real checkpoints.
+"""fastmix.evaluate.evaluate end to end on real betons, a real manifest and real checkpoints.
 
 The study built here (shared with tests/test_report.py through ``build_study``): a synthetic
 "MNIST" of ten oriented gratings (bright), its 15 "MNIST-C" copies, a dark-blob OOD family
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastmix.converters.beton import write_beton
+from fastmix.converters.build import save_manifest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from converters.beton import write_beton
-from converters.build import save_manifest
-from converters.errors import DataError
-from fastmix.checkpoint import save_checkpoint
 from fastmix.config import config_hash, dumps, load_config
-from fastmix.models import build_model
+from fastmix.errors import DataError
+from fastmix.train.checkpoint import save_checkpoint
+from fastmix.train.models import build_model
 
 N_CLASSES = 10
 CORRUPTIONS = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
@@ -158,7 +158,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(study):
-    from fastmix.evaluate import evaluate_run
+    from fastmix.evaluate.evaluate import evaluate_run
 
     out = {}
     for name in ("base_oe_s0", "sp_s0"):
@@ -232,7 +232,7 @@ def test_results_schema_and_files(study, evaluated):
 
 
 def test_accuracies_and_mnist_c_from_saved_logits(study, evaluated):
-    from fastmix.evaluate import load_logits
+    from fastmix.evaluate.evaluate import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -256,7 +256,7 @@ def test_accuracies_and_mnist_c_from_saved_logits(study, evaluated):
 
 
 def test_ood_metrics_recomputed_with_sklearn(study, evaluated):
-    from fastmix.evaluate import load_logits
+    from fastmix.evaluate.evaluate import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -305,7 +305,7 @@ def test_seen_in_training_follows_oe_and_family(evaluated):
 def test_error_detection_and_calibration(study, evaluated):
     from scipy.optimize import minimize_scalar
 
-    from fastmix.evaluate import load_logits
+    from fastmix.evaluate.evaluate import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -332,8 +332,9 @@ def test_error_detection_and_calibration(study, evaluated):
 
 
 def test_predict_logits_bf16_close_to_fp32(study):
-    from converters.beton import read_beton
-    from fastmix.evaluate import predict_logits
+    from fastmix.converters.beton import read_beton
+
+    from fastmix.evaluate.evaluate import predict_logits
 
     model = build_model("convnet", 8)
     model.load_state_dict(study["states"][0])
@@ -352,7 +353,7 @@ def test_predict_logits_bf16_close_to_fp32(study):
 
 
 def test_load_eval_sets_required_and_optional(study, tmp_path):
-    from fastmix.evaluate import load_eval_sets
+    from fastmix.evaluate.evaluate import load_eval_sets
 
     sets = load_eval_sets(study["data"], ["gaussian_noise", "kmnist_test"])
     assert set(sets) == {"mnist_test", "mnist_val", "gaussian_noise"}
@@ -367,7 +368,7 @@ def test_load_eval_sets_required_and_optional(study, tmp_path):
 
 
 def test_mnist_c_origin_labels():
-    from fastmix.evaluate import mnist_c_origin
+    from fastmix.evaluate.evaluate import mnist_c_origin
 
     man = {"betons": {"mnist_c/a": {"meta": {"origin": "official"}},
                       "mnist_c/b": {"meta": {"origin": "regenerated",
@@ -380,13 +381,13 @@ def test_mnist_c_origin_labels():
 
 
 def test_corruption_list_matches_generator():
-    from fastmix.evaluate import MNIST_C_CORRUPTIONS
+    from fastmix.evaluate.evaluate import MNIST_C_CORRUPTIONS
 
     assert MNIST_C_CORRUPTIONS == CORRUPTIONS
 
 
 def test_cli_eval_missing_run(tmp_path, capsys):
-    from fastmix.cli_eval import add_eval_args, run_eval
+    from fastmix.cli.evaluate import add_eval_args, run_eval
 
     p = argparse.ArgumentParser()
     add_eval_args(p)

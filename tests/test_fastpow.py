@@ -1,4 +1,4 @@
-"""``fastmix.fastpow`` (vectorised log2 / exp2) against float64 NumPy, JIT on and off, and the
+"""``fastmix.augment.fastpow`` (vectorised log2 / exp2) against float64 NumPy, JIT on and off, and the
 fused multiply step built on them against the exact product rounded once.
 
 References: ``np.log2`` / ``np.exp2`` in float64 are accurate to about one float64 ulp, far
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastmix import kernels as K
-from fastmix.fastpow import exp2_f32_array, log2_array
+from fastmix.augment import pixmix
+from fastmix.augment.fastpow import exp2_f32_array, log2_array
 
 
 def _log2(x: np.ndarray, jit: bool = True) -> np.ndarray:
@@ -92,12 +92,12 @@ def test_fused_multiply_is_the_exact_product_rounded_once(first_round):
         mixed0 = g.uniform(0, 1, (28, 28)).astype(np.float32)
         mixed0[0, :5] = [0.0, 1.0, 1e-40, 0.5, 0.99999994]
     i1 = mixed0.astype(np.float64) * 2
-    i2 = np.maximum(K._UNIT2[partner], np.float32(1e-37)).astype(np.float64)
+    i2 = np.maximum(pixmix._UNIT2[partner], np.float32(1e-37)).astype(np.float64)
     differing = total = 0
     for a, b in [(0.8, 0.3), (1.6, -0.7), (0.05, 0.99), (1.0, -0.01), (0.0, 0.4), (0.7, 0.0)]:
         a32, b32 = np.float32(a), np.float32(b)
         m = mixed0.copy()
-        K.mix_multiply(m, start, first_round, partner, a32, b32, *K.multiply_workspace(28, 28))
+        pixmix.mix_multiply(m, start, first_round, partner, a32, b32, *pixmix.multiply_workspace(28, 28))
         with np.errstate(over="ignore", invalid="ignore"):
             exact = i1 ** np.float64(a32) * i2 ** np.float64(b32) / 2
         want = np.clip(exact, 0, 1).astype(np.float32)

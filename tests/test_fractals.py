@@ -1,4 +1,4 @@
-"""Tests for converters.fractals: IFS fractal generator, image-folder import, preview grid."""
+"""Tests for fastmix.converters.fractals: IFS fractal generator, image-folder import, preview grid."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-from PIL import Image
-
-from converters import fractals
-from converters.errors import DataError
-from converters.fractals import (
+from fastmix.converters import fractals
+from fastmix.converters.fractals import (
     COVERAGE_LEVEL,
     GENERATOR_VERSION,
     fractal_preview,
     generate_fractals,
     load_image_folder,
 )
-from fastmix.errors import ConfigError
+from PIL import Image
+
+from fastmix.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +99,7 @@ def test_jit_off_parity(tmp_path):
     out = tmp_path / "nojit.npy"
     code = (
         "import numpy as np\n"
-        "from converters.fractals import generate_fractals\n"
+        "from fastmix.converters.fractals import generate_fractals\n"
         "with np.errstate(over='ignore'):\n"  # uint64 wrap-around is intended (splitmix64)
         f"    x = generate_fractals(**{args!r})\n"
         f"np.save({str(out)!r}, x)\n"

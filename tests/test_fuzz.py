@@ -20,13 +20,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from fastmix.converters.idx import parse_idx, read_idx_images, read_idx_labels, write_idx
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from converters.errors import DataError
-from converters.idx import parse_idx, read_idx_images, read_idx_labels, write_idx
 from fastmix.config import load_config, merge, parse_override, validate
-from fastmix.errors import ConfigError
+from fastmix.errors import ConfigError, DataError
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -215,8 +214,8 @@ def test_merge_arbitrary_dicts(update):
 @given(update=_update, drop=st.lists(_section, max_size=2))
 def test_run_config_files_never_crash(update, drop):
     """A damaged ``<run>/config.toml`` (keys missing, sections replaced): ConfigError naming it."""
-    from fastmix.checkpoint import read_run_config
     from fastmix.config import dumps
+    from fastmix.train.run_dir import read_run_config
 
     cfg = load_config("base")
     for name in drop:
@@ -244,8 +243,8 @@ def test_run_config_files_never_crash(update, drop):
 def _checkpoint_bytes() -> bytes:
     import torch
 
-    from fastmix.checkpoint import save_checkpoint
-    from fastmix.models import build_model
+    from fastmix.train.checkpoint import save_checkpoint
+    from fastmix.train.models import build_model
 
     model = build_model("convnet", 4)
     path = _TMP / "valid.pt"
@@ -262,7 +261,7 @@ def _checkpoint_bytes() -> bytes:
 def test_mutated_checkpoints_are_refused_cleanly(edits, cut, extra):
     """Flipped bytes, truncation, trailing junk: a CheckpointError naming the file, or (a byte
     flipped inside a tensor's payload) a checkpoint whose structure is intact."""
-    from fastmix.checkpoint import CheckpointError, load_checkpoint
+    from fastmix.train.checkpoint import CheckpointError, load_checkpoint
 
     base = _checkpoint_bytes()
     data = _mutate(base, [(p * 97, v) for p, v in edits], cut, extra)

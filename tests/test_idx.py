@@ -6,9 +6,9 @@ import gzip
 
 import numpy as np
 import pytest
+from fastmix.converters.idx import content_md5, read_idx_images, read_idx_labels, write_idx
 
-from converters.errors import DataError
-from converters.idx import content_md5, read_idx_images, read_idx_labels, write_idx
+from fastmix.errors import DataError
 
 
 @pytest.fixture

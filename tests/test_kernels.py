@@ -1,4 +1,4 @@
-"""Numba kernels (fastmix.rng, fastmix.kernels) against independent NumPy / Pillow references.
+"""Numba kernels (fastmix.rng, fastmix.augment.pixmix) against independent NumPy / Pillow references.
 
 References here are written from the PixMix paper's code (andyzoujm/pixmix pixmix_utils.py,
 cifar.py) and Pillow's public API, fed the same random draws (the kernel's "plan").
@@ -18,8 +18,8 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from scipy import stats
 
-from fastmix import kernels as K
 from fastmix import rng
+from fastmix.augment import pillow_ops, pixmix, salt_pepper
 
 ROOT = Path(__file__).resolve().parents[1]
 H = W = 28
@@ -62,7 +62,7 @@ def ref_augment(x: np.ndarray, op: int, level: float, sign: float) -> np.ndarray
     """pixmix_utils.py's ops on a mode "L" PIL image, IMAGE_SIZE = 28, sign pre-drawn."""
     im = Image.fromarray(x)
     size = x.shape[1]
-    name = K.OP_NAMES[op]
+    name = pillow_ops.OP_NAMES[op]
     enhance = float(level) * 1.8 / 10.0 + 0.1
     if name == "autocontrast":
         r = ImageOps.autocontrast(im)
@@ -140,27 +140,27 @@ def ref_salt_pepper(x, seed, epoch, index, amount):
     return out
 
 
-def _plans(n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=K.N_OPS_BASIC, bank=(7, 32, 32)):
+def _plans(n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=pillow_ops.N_OPS_BASIC, bank=(7, 32, 32)):
     idx = np.arange(n, dtype=np.int64)
-    return K.draw_pixmix_plans(seed, epoch, idx, bank, H, W, k, beta, severity, n_ops)
+    return pixmix.draw_pixmix_plans(seed, epoch, idx, bank, H, W, k, beta, severity, n_ops)
 
 
 def _pixmix(images, idx, bank, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=9):
     out = np.empty(images.shape, np.float32)
-    K.pixmix_batch(images, idx, bank, out, seed, epoch, k, beta, severity, n_ops)
+    pixmix.pixmix_batch(images, idx, bank, out, seed, epoch, k, beta, severity, n_ops)
     return out
 
 
 def _sp(images, idx, seed=0, epoch=0, amount=0.1):
     out = np.empty(images.shape, np.float32)
-    K.salt_pepper_batch(images, idx, out, seed, epoch, amount)
+    salt_pepper.salt_pepper_batch(images, idx, out, seed, epoch, amount)
     return out
 
 
 # ----------------------------------------------------------------------------- uint8 ops vs Pillow
 
 
-@pytest.mark.parametrize("op", range(K.N_OPS_ALL), ids=K.OP_NAMES)
+@pytest.mark.parametrize("op", range(pillow_ops.N_OPS_ALL), ids=pillow_ops.OP_NAMES)
 def test_op_matches_pillow_exactly(op):
     images = _images(12, seed=op)
     levels = np.random.default_rng(100 + op).uniform(0.1, 10.0, 5)
@@ -168,16 +168,16 @@ def test_op_matches_pillow_exactly(op):
     for x in images:
         for level in levels:
             for sign in (1.0, -1.0):
-                K.augment_u8(x, op, level, sign, out)
+                pillow_ops.augment_u8(x, op, level, sign, out)
                 np.testing.assert_array_equal(out, ref_augment(x, op, level, sign))
 
 
 def test_rotate_every_whole_degree_matches_pillow():
     images = _images(4, seed=3)
     out = np.empty((H, W), np.uint8)
-    for deg in range(-K.MAX_ROTATE_DEG, K.MAX_ROTATE_DEG + 1):
+    for deg in range(-pillow_ops.MAX_ROTATE_DEG, pillow_ops.MAX_ROTATE_DEG + 1):
         for x in images:
-            K.rotate_u8(x, deg, out)
+            pillow_ops.rotate_u8(x, deg, out)
             ref = np.asarray(Image.fromarray(x).rotate(deg, resample=Image.BILINEAR))
             np.testing.assert_array_equal(out, ref, err_msg=f"{deg} degrees")
 
@@ -190,7 +190,7 @@ def test_affine_convention_shear_maps_output_to_input():
     x = np.zeros((H, W), np.uint8)
     x[20, 10] = 200
     out = np.empty((H, W), np.uint8)
-    K.affine_bilinear_u8(x, 1.0, 0.25, 0.0, 0.0, 1.0, 0.0, out)
+    pillow_ops.affine_bilinear_u8(x, 1.0, 0.25, 0.0, 0.0, 1.0, 0.0, out)
     assert (out[20, 5], out[20, 4], int(out.sum())) == (175, 25, 200)
 
 
@@ -209,11 +209,11 @@ def test_mix_add_and_multiply_match_numpy(first_round):
         a = np.float32(g.beta(3, 1) if branch else 1 + np.float32(g.beta(1, 3)))
         b = np.float32(g.beta(1, 3) if branch else -np.float32(g.beta(1, 3)))
         m = mixed0.copy()
-        K.mix_add(m, partner, a, b)
+        pixmix.mix_add(m, partner, a, b)
         np.testing.assert_allclose(m, np.clip(ref_add(mixed0, _to_unit(partner), a, b), 0, 1),
                                    rtol=0, atol=1e-7)  # fmt: skip
         m = mixed0.copy()
-        K.mix_multiply(m, start, first_round, partner, a, b, *K.multiply_workspace(H, W))
+        pixmix.mix_multiply(m, start, first_round, partner, a, b, *pixmix.multiply_workspace(H, W))
         ref = np.clip(ref_multiply(mixed0, _to_unit(partner), a, b), 0, 1)
         np.testing.assert_allclose(m, ref, rtol=0, atol=1e-6)
 
@@ -221,20 +221,20 @@ def test_mix_add_and_multiply_match_numpy(first_round):
 # ----------------------------------------------------------------------------- full PixMix
 
 
-@pytest.mark.parametrize("n_ops", [K.N_OPS_BASIC, K.N_OPS_ALL])
+@pytest.mark.parametrize("n_ops", [pillow_ops.N_OPS_BASIC, pillow_ops.N_OPS_ALL])
 def test_pixmix_matches_reference_on_same_draws(n_ops):
     n = 48
     images = _images(n, seed=11)
     bank = _bank()
     idx = np.arange(100, 100 + n, dtype=np.int64)
     out = _pixmix(images, idx, bank, seed=3, epoch=2, n_ops=n_ops)
-    plans = K.draw_pixmix_plans(3, 2, idx, bank.shape, H, W, 4, 3.0, 3.0, n_ops)
-    assert plans[:, K.P_ROUNDS].max() == 4  # every path exercised
-    assert set(plans[:, 8 + K.R_MIX][plans[:, 7] > 0]) == {0.0, 1.0}
+    plans = pixmix.draw_pixmix_plans(3, 2, idx, bank.shape, H, W, 4, 3.0, 3.0, n_ops)
+    assert plans[:, pixmix.P_ROUNDS].max() == 4  # every path exercised
+    assert set(plans[:, 8 + pixmix.R_MIX][plans[:, 7] > 0]) == {0.0, 1.0}
     worst = 0.0
     for i in range(n):
         single = np.empty((H, W), np.float32)
-        K.apply_pixmix_plan(images[i], bank, plans[i], single)
+        pixmix.apply_pixmix_plan(images[i], bank, plans[i], single)
         np.testing.assert_array_equal(single, out[i])  # the batch used exactly this plan
         worst = max(worst, float(np.abs(ref_pixmix(images[i], bank, plans[i]) - out[i]).max()))
     assert worst <= PIXMIX_ATOL
@@ -291,7 +291,7 @@ def test_salt_pepper_amount_zero_and_one():
 
 @pytest.fixture(scope="module")
 def many_plans():
-    return _plans(20000, seed=123, n_ops=K.N_OPS_ALL)
+    return _plans(20000, seed=123, n_ops=pillow_ops.N_OPS_ALL)
 
 
 def _chi2_uniform_p(values, n_cats):
@@ -306,39 +306,39 @@ def _coin_ok(x, p=0.5):
 
 
 def test_mixing_rounds_uniform_on_0_to_k(many_plans):
-    assert _chi2_uniform_p(many_plans[:, K.P_ROUNDS], 5) > 1e-3
+    assert _chi2_uniform_p(many_plans[:, pixmix.P_ROUNDS], 5) > 1e-3
 
 
 def test_coins_are_fair_and_ops_uniform(many_plans):
     p = many_plans
-    assert _coin_ok(p[:, K.P_AUG] == 1)
-    r = p[:, K.P_ROUNDS].astype(int)
-    ops, levels, signs, partner_aug, mixes = [p[p[:, K.P_AUG] == 1, K.P_OP]], [], [], [], []
-    levels.append(p[p[:, K.P_AUG] == 1, K.P_LEVEL])
-    signs.append(p[p[:, K.P_AUG] == 1, K.P_SIGN])
+    assert _coin_ok(p[:, pixmix.P_AUG] == 1)
+    r = p[:, pixmix.P_ROUNDS].astype(int)
+    ops, levels, signs, partner_aug, mixes = [p[p[:, pixmix.P_AUG] == 1, pixmix.P_OP]], [], [], [], []
+    levels.append(p[p[:, pixmix.P_AUG] == 1, pixmix.P_LEVEL])
+    signs.append(p[p[:, pixmix.P_AUG] == 1, pixmix.P_SIGN])
     for j in range(4):
         rows = p[r > j, 8 + 7 * j : 15 + 7 * j]
-        partner_aug.append(rows[:, K.R_AUG] == 1)
-        mixes.append(rows[:, K.R_MIX])
-        sel = rows[rows[:, K.R_AUG] == 1]
-        ops.append(sel[:, K.R_OP])
-        levels.append(sel[:, K.R_LEVEL])
-        signs.append(sel[:, K.R_SIGN])
+        partner_aug.append(rows[:, pixmix.R_AUG] == 1)
+        mixes.append(rows[:, pixmix.R_MIX])
+        sel = rows[rows[:, pixmix.R_AUG] == 1]
+        ops.append(sel[:, pixmix.R_OP])
+        levels.append(sel[:, pixmix.R_LEVEL])
+        signs.append(sel[:, pixmix.R_SIGN])
     assert _coin_ok(np.concatenate(partner_aug))
     assert _coin_ok(np.concatenate(mixes) == 1)  # multiply vs add
     assert _coin_ok(np.concatenate(signs) < 0)
-    assert _chi2_uniform_p(np.concatenate(ops), K.N_OPS_ALL) > 1e-3
+    assert _chi2_uniform_p(np.concatenate(ops), pillow_ops.N_OPS_ALL) > 1e-3
     lv = np.concatenate(levels)
     assert stats.kstest(lv, stats.uniform(0.1, 3.0 - 0.1).cdf).pvalue > 1e-3
-    assert _chi2_uniform_p(p[:, K.P_BANK], 7) > 1e-3
-    assert _chi2_uniform_p(p[:, K.P_CROP_Y], 5) > 1e-3
-    assert _chi2_uniform_p(p[:, K.P_CROP_X], 5) > 1e-3
+    assert _chi2_uniform_p(p[:, pixmix.P_BANK], 7) > 1e-3
+    assert _chi2_uniform_p(p[:, pixmix.P_CROP_Y], 5) > 1e-3
+    assert _chi2_uniform_p(p[:, pixmix.P_CROP_X], 5) > 1e-3
 
 
 def test_get_ab_follows_its_beta_laws(many_plans):
     p = many_plans
-    r = p[:, K.P_ROUNDS].astype(int)
-    ab = np.concatenate([p[r > j, 8 + 7 * j + K.R_A : 8 + 7 * j + K.R_B + 1] for j in range(4)])
+    r = p[:, pixmix.P_ROUNDS].astype(int)
+    ab = np.concatenate([p[r > j, 8 + 7 * j + pixmix.R_A : 8 + 7 * j + pixmix.R_B + 1] for j in range(4)])
     a, b = ab[:, 0], ab[:, 1]
     first = a < 1.0  # branch 1: a ~ Beta(3,1) < 1, b > 0; branch 2: a = 1 + Beta(1,3) > 1, b < 0
     assert np.all((b > 0) == first)
@@ -408,20 +408,21 @@ _JIT_SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from fastmix import kernels as K, rng
+    from fastmix.augment import pillow_ops, pixmix, salt_pepper
+    from fastmix import rng
     from tests.test_kernels import _bank, _images
     images = _images(8, seed=21)
     bank = _bank()
     idx = np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype=np.int64)
     px = np.empty(images.shape, np.float32)
-    K.pixmix_batch(images, idx, bank, px, 5, 3, 4, 3.0, 3.0, K.N_OPS_ALL)
+    pixmix.pixmix_batch(images, idx, bank, px, 5, 3, 4, 3.0, 3.0, pillow_ops.N_OPS_ALL)
     sp = np.empty(images.shape, np.float32)
-    K.salt_pepper_batch(images, idx, sp, 5, 3, 0.3)
-    plans = K.draw_pixmix_plans(5, 3, idx, bank.shape, 28, 28, 4, 3.0, 3.0, K.N_OPS_ALL)
-    ops = np.empty((K.N_OPS_ALL, 2, 28, 28), np.uint8)
-    for op in range(K.N_OPS_ALL):
+    salt_pepper.salt_pepper_batch(images, idx, sp, 5, 3, 0.3)
+    plans = pixmix.draw_pixmix_plans(5, 3, idx, bank.shape, 28, 28, 4, 3.0, 3.0, pillow_ops.N_OPS_ALL)
+    ops = np.empty((pillow_ops.N_OPS_ALL, 2, 28, 28), np.uint8)
+    for op in range(pillow_ops.N_OPS_ALL):
         for j in range(2):
-            K.augment_u8(images[j], op, 2.0 + 3.5 * j, 1.0 - 2.0 * j, ops[op, j])
+            pillow_ops.augment_u8(images[j], op, 2.0 + 3.5 * j, 1.0 - 2.0 * j, ops[op, j])
     st = rng.new_state(-1, 2**40, 7)
     draws = np.array([float(rng.next_u64(st) >> 11) for _ in range(5)]
                      + [rng.uniform(st), float(rng.randint(st, -3, 11)),
@@ -445,4 +446,4 @@ def test_jit_on_and_off_give_identical_results(tmp_path):
     on = _run_kernels_script(tmp_path / "on.npz", disable_jit=False)
     for key in ("px", "sp", "plans", "ops", "draws"):
         np.testing.assert_array_equal(on[key], off[key], err_msg=key)
-    assert off["plans"][:, K.P_ROUNDS].max() >= 2
+    assert off["plans"][:, pixmix.P_ROUNDS].max() >= 2

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from fastmix import metrics as M
-from fastmix import scores as S
+from fastmix.evaluate import metrics as M
+from fastmix.evaluate import scores as S
 
 
 def sk_all(id_s, ood_s):

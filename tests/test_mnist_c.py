@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastmix.converters import mnist_c as mc
 from PIL import Image
 from scipy import ndimage
 
-from converters import mnist_c as mc
-from converters.errors import DataError
+from fastmix.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_TEST = ROOT / ".." / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"

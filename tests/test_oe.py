@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fastmix.oe import oe_loss, uniform_cross_entropy
+from fastmix.train.oe import oe_loss, uniform_cross_entropy
 
 
 def test_oe_loss_by_hand():

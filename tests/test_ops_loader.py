@@ -1,5 +1,5 @@
-"""fastmix.ops / fastmix.loader through the real FFCV Loader on small betons written by
-converters.beton.write_beton. Labels of the training beton are the sample indices, so batches
+"""fastmix.augment.ffcv_ops / fastmix.data.loader through the real FFCV Loader on small betons written by
+fastmix.converters.beton.write_beton. Labels of the training beton are the sample indices, so batches
 can be matched to samples and to the kernels whatever the order."""
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import numba
 import numpy as np
 import pytest
 import torch
+from fastmix.converters.beton import write_beton
 from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline.compiler import Compiler
 
-from converters.beton import write_beton
-from converters.errors import DataError
-from fastmix import kernels as K
-from fastmix.errors import ConfigError
-from fastmix.loader import (
+from fastmix.augment import pillow_ops, pixmix, salt_pepper
+from fastmix.augment.ffcv_ops import run_load_balanced
+from fastmix.data.loader import (
     cycle,
     make_eval_loader,
     make_outlier_loader,
@@ -25,8 +24,8 @@ from fastmix.loader import (
     set_torch_threads,
     to_model_input,
 )
-from fastmix.ops import run_load_balanced
-from fastmix.train_data import TrainData
+from fastmix.data.streams import TrainData
+from fastmix.errors import ConfigError, DataError
 
 N = 72
 BATCH = 16
@@ -70,9 +69,9 @@ def _kernel(variant, data, labels, seed, epoch):
     out = np.empty(images.shape, np.float32)
     idx = labels.astype(np.int64)
     if variant == "pixmix":
-        K.pixmix_batch(images, idx, data["bank"], out, seed, epoch, 4, 3.0, 3.0, K.N_OPS_BASIC)
+        pixmix.pixmix_batch(images, idx, data["bank"], out, seed, epoch, 4, 3.0, 3.0, pillow_ops.N_OPS_BASIC)
     else:
-        K.salt_pepper_batch(images, idx, out, seed, epoch, K.SP_AMOUNT)
+        salt_pepper.salt_pepper_batch(images, idx, out, seed, epoch, salt_pepper.SP_AMOUNT)
     return out
 
 
@@ -225,11 +224,11 @@ def test_load_balanced_kernel_equals_static_schedule(data):
         outs = []
         for task in (None, 1):
             out = np.full((37, 28, 28), np.nan, np.float32)
-            args = (images, indices, data["bank"], out, 5, 2, 4, 3.0, 3.0, K.N_OPS_BASIC)
+            args = (images, indices, data["bank"], out, 5, 2, 4, 3.0, 3.0, pillow_ops.N_OPS_BASIC)
             if task is None:
-                K.pixmix_batch(*args)
+                pixmix.pixmix_batch(*args)
             else:
-                run_load_balanced(K.pixmix_batch, task, *args)
+                run_load_balanced(pixmix.pixmix_batch, task, *args)
             outs.append(out)
     finally:
         numba.set_num_threads(previous)

@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from converters.beton import TMP_MARK, sha256_file
-from converters.build import MANIFEST, is_up_to_date
-from converters.catalog import CatalogOptions, build_catalog
+from fastmix.converters.beton import TMP_MARK, sha256_file
+from fastmix.converters.build import MANIFEST, is_up_to_date
+from fastmix.converters.catalog import CatalogOptions, build_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("mnist_val", "gaussian_noise", "fractals", "mnist_c/stripe")

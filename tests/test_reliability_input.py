@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastmix.converters.build import convert, load_manifest
+from fastmix.converters.catalog import DatasetSpec, idx_ood_builder
+from fastmix.converters.idx import write_idx
+from fastmix.converters.sources import RawFile, SourceResolver
 from PIL import Image
 
-from converters.build import convert, load_manifest
-from converters.catalog import DatasetSpec, idx_ood_builder
-from converters.idx import write_idx
-from converters.sources import RawFile, SourceResolver
 from fastmix.cli import main
 from fastmix.config import dumps, load_config
 
@@ -217,11 +217,11 @@ def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
 
 @contextlib.contextmanager
 def _lock_held_elsewhere(folder: Path):
-    """Another process holding ``folder``'s lock (``converters.lock``) until the block ends,
+    """Another process holding ``folder``'s lock (``fastmix.files``) until the block ends,
     when it is SIGKILLed (which frees the lock at once)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from converters.lock import folder_lock\n"
+         "from fastmix.files import folder_lock\n"
          "with folder_lock(sys.argv[1], 'test'):\n"
          "    print('locked', flush=True)\n"
          "    time.sleep(120)\n", str(folder)],
@@ -349,8 +349,8 @@ def test_manifest_write_failure_is_a_data_error(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
-        "from converters.build import save_manifest\n"
-        "from converters.errors import DataError\n"
+        "from fastmix.converters.build import save_manifest\n"
+        "from fastmix.errors import DataError\n"
         "try:\n"
         "    save_manifest(sys.argv[1], {'format': 1, 'betons': {'x' * 100: {}}})\n"
         "except DataError as e:\n"

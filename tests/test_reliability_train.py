@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastmix.checkpoint import load_checkpoint
 from fastmix.cli import main
+from fastmix.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "pixmix_oe"  # the most state to restore: PixMix draws and the outlier stream

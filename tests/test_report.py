@@ -17,8 +17,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from fastmix.cli_eval import add_report_args, run_report
-    from fastmix.evaluate import evaluate_run
+    from fastmix.cli.evaluate import add_report_args, run_report
+    from fastmix.evaluate.evaluate import evaluate_run
 
     study = build_study(tmp_path_factory)
     names = ("base_oe_s0", "base_oe_s1", "sp_s0", "sp_s1")
@@ -45,7 +45,7 @@ def _pm(values, scale=100.0) -> str:
 
 
 def test_report_tables_side_by_side(report):
-    from fastmix.evaluate import load_results
+    from fastmix.evaluate.evaluate import load_results
 
     study, _, md = report
     assert "seed report" in md and "fastmix" in md
@@ -103,9 +103,10 @@ def test_report_pngs_valid(report):
 def test_cli_report_evaluates_runs_lacking_results(tmp_path, tmp_path_factory, capsys):
     """`fastmix report` runs eval first; with only the required betons everything else is
     reported as unavailable instead of failing."""
-    from converters.beton import write_beton
-    from converters.build import save_manifest
-    from fastmix.cli_eval import add_report_args, run_report
+    from fastmix.converters.beton import write_beton
+    from fastmix.converters.build import save_manifest
+
+    from fastmix.cli.evaluate import add_report_args, run_report
     from tests.test_evaluate import gratings, make_run
 
     study = build_study(tmp_path_factory)
@@ -131,7 +132,7 @@ def test_cli_report_evaluates_runs_lacking_results(tmp_path, tmp_path_factory, c
 
 
 def test_cli_report_missing_run(tmp_path, capsys):
-    from fastmix.cli_eval import add_report_args, run_report
+    from fastmix.cli.evaluate import add_report_args, run_report
 
     p = argparse.ArgumentParser()
     add_report_args(p)

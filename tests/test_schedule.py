@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from fastmix.checkpoint import load_checkpoint
 from fastmix.cli import main
 from fastmix.config import VARIANTS
 from fastmix.errors import TrainingError
-from fastmix.schedule import core_groups, resolve_jobs, usable_cores
+from fastmix.train.checkpoint import load_checkpoint
+from fastmix.train.jobs import core_groups, resolve_jobs, usable_cores
 
 
 def test_auto_jobs_is_one_per_core_on_cpu_and_one_on_cuda():

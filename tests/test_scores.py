@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmix import scores as S
+from fastmix.evaluate import scores as S
 
 
 def _logits(seed: int, n: int = 64, c: int = 10, scale: float = 3.0) -> np.ndarray:

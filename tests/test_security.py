@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastmix.converters.build import convert, load_manifest
+from fastmix.converters.catalog import Built, DatasetSpec
+from fastmix.converters.mnist_c import load_official
+from fastmix.converters.sources import SourceResolver
 
-from converters.build import convert, load_manifest
-from converters.catalog import Built, DatasetSpec
-from converters.errors import DataError
-from converters.mnist_c import load_official
-from converters.sources import SourceResolver
-from fastmix.checkpoint import CheckpointError, load_checkpoint, load_run
 from fastmix.cli import main
 from fastmix.config import dumps, load_config
+from fastmix.errors import DataError
+from fastmix.train.checkpoint import CheckpointError, load_checkpoint, load_run
 
 
 class Payload:

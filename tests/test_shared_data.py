@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from converters import sources as src
-from converters.catalog import VAL_SIZE, stratified_split
-from converters.idx import read_idx_images, read_idx_labels
-from converters.sources import SourceResolver, verify
+from fastmix.converters import sources as src
+from fastmix.converters.catalog import VAL_SIZE, stratified_split
+from fastmix.converters.idx import read_idx_images, read_idx_labels
+from fastmix.converters.sources import SourceResolver, verify
 
 # From ../shared/data/MANIFEST.md (counted there independently of this code).
 HISTOGRAMS = {

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastmix.converters.idx import read_bytes, write_idx
+from fastmix.converters.sources import RawFile, SourceResolver, download, verify
 
-from converters.errors import DataError, SourceUnavailable
-from converters.idx import read_bytes, write_idx
-from converters.sources import RawFile, SourceResolver, download, verify
+from fastmix.errors import DataError, SourceUnavailable
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

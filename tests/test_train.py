@@ -7,10 +7,10 @@ import csv
 import pytest
 import torch
 
-from fastmix.checkpoint import CheckpointError, load_checkpoint, load_run
 from fastmix.config import VARIANTS, load_config
 from fastmix.errors import ConfigError, TrainingError
-from fastmix.train import lr_at, train
+from fastmix.train.checkpoint import CheckpointError, load_checkpoint, load_run
+from fastmix.train.trainer import lr_at, train
 
 
 def _cfg(variant, data_dir, *extra):
@@ -72,7 +72,7 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
     the first, is not finished (before, any ``max_steps`` run with a best.pt counted as
     trained). Resuming removes results.json / logits.npz computed from the interrupted
     weights. The same directory asked for another config is refused, naming what differs."""
-    from fastmix.cli_run import finished
+    from fastmix.train.run_dir import is_finished as finished
 
     extra = ("data.train='mnist_val'", "train.epochs=2", "train.max_steps=100",
              "train.log_every=10")

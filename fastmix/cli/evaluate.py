@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from converters.errors import DataError
-from fastmix.errors import ConfigError, TrainingError
+from fastmix.errors import ConfigError, DataError, TrainingError
 
 EXIT_USER_ERROR = 2
 
@@ -63,7 +62,7 @@ def _pct(x: Any) -> str:
 
 
 def _evaluate(paths: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]:
-    from fastmix.evaluate import evaluate_run
+    from fastmix.evaluate.evaluate import evaluate_run
 
     cache: dict = {}
     out = []
@@ -102,7 +101,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """``fastmix report``: evaluates runs lacking results.json, then writes report.md."""
-    from fastmix.report import write_report
+    from fastmix.report.report import write_report
 
     try:
         paths = _check_runs(args.runs)

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from fastmix.config import Config, _read_toml, config_hash, validate
-from fastmix.errors import ConfigError, TrainingError
+from fastmix.config import Config, config_hash
+from fastmix.errors import TrainingError
+from fastmix.files import atomic_write
 
 FORMAT = 1
 _FIELDS = {"config_hash": str, "variant": str, "epoch": int, "step": int, "optimizer": dict,
@@ -33,17 +34,7 @@ class CheckpointError(TrainingError):
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
 
 def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> dict[str, Any]:
@@ -76,26 +67,13 @@ def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> 
     return ckpt
 
 
-def read_run_config(run_dir: str | os.PathLike) -> Config:
-    """The resolved config a run was trained with (``<run>/config.toml``)."""
-    path = Path(run_dir) / "config.toml"
-    cfg = _read_toml(path)
-    try:
-        return validate(cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path}: not a complete fastmix run config ({type(e).__name__}: "
-                          f"{e})") from None
-
-
 def load_run(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.nn.Module, Config]:
     """The trained model (eval mode, CPU, fp32) and config of a run directory."""
-    from fastmix.models import build_model
+    from fastmix.train.models import build_model
+    from fastmix.train.run_dir import checkpoint_path, read_run_config
 
-    run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt", config_hash(cfg))
+    ckpt = load_checkpoint(checkpoint_path(run_dir, which), config_hash(cfg))
     model = build_model(cfg["model"]["name"], cfg["model"]["width"])
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg

@@ -1,4 +1,4 @@
-"""Device and numeric choices: CPU by default and good there, CUDA when present.
+"""Where and how the model runs: device, precision, memory format, compile, and the cores.
 
 Measured on this project's CPU (Xeon with AMX-bf16, 2 cores; DESIGN.md): bf16 autocast +
 channels_last made a 3-conv CNN step 2.4x faster than fp32, while a compiled training step was
@@ -80,8 +80,8 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last
 
 
 def usable_cores() -> list[int]:
-    """The cores this process may run on: its affinity mask (taskset, a cgroup, ``--jobs``
-    pinning), which Numba sizes its thread pool by; all cores where there is no mask (not Linux)."""
+    """The cores this process may run on: its affinity mask (taskset, a cgroup, pinning by a
+    parent), which Numba sizes its thread pool by; all cores where there is no mask (not Linux)."""
     try:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:
@@ -94,8 +94,12 @@ def default_torch_threads() -> int:
     return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def set_cpu_threads(n: int | None = None) -> int:
-    """Importing ffcv sets torch to 1 thread; restore ``n`` (default: default_torch_threads)."""
-    n = n or default_torch_threads()
+def set_torch_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count to ``n`` (default ``default_torch_threads()``) and return
+    it. Needed because ffcv lowers it: ``import ffcv`` sets it to 1, and every Loader
+    construction and epoch start set it to the loader's ``num_workers``."""
+    n = default_torch_threads() if n is None else int(n)
+    if n < 1:
+        raise ConfigError(f"torch threads must be >= 1, got {n}")
     torch.set_num_threads(n)
     return n

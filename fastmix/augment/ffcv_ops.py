@@ -11,7 +11,7 @@ model-input convention of fastmix (normalisation (x - 0.5) / 0.5 happens in the 
 How the work is done. Each op declares ``jit_mode=False``, so FFCV calls its code as a plain
 Python function once per batch (in the loader's worker thread) instead of compiling it into the
 pipeline. That function makes ONE call to a cached, ``parallel=True, nogil=True`` batch kernel of
-``fastmix.kernels`` (a ``prange`` over the batch, as many threads as the loader's ``num_workers``,
+``fastmix.augment.pixmix`` (a ``prange`` over the batch, as many threads as the loader's ``num_workers``,
 which FFCV sets with ``numba.set_num_threads`` in that thread), load-balanced with Numba's
 dynamic schedule (``run_load_balanced``). Consequences:
 
@@ -24,7 +24,7 @@ dynamic schedule (``run_load_balanced``). Consequences:
   time.
 
 The epoch: FFCV never tells an op which epoch it is in. ``SaltPepper`` and ``PixMix`` hold an
-``epoch`` attribute that ``fastmix.loader.EpochLoader`` sets with ``set_epoch`` right before it
+``epoch`` attribute that ``fastmix.data.loader.EpochLoader`` sets with ``set_epoch`` right before it
 starts each FFCV epoch (FFCV's ``Loader.next_epoch``, the same counter that seeds the RANDOM
 order), after it has stopped any unfinished iterator of the previous epoch, so no batch of one
 epoch can be computed with another epoch's number. The sample index comes from FFCV
@@ -48,15 +48,14 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
-from converters.errors import DataError
-from fastmix import kernels
-from fastmix.errors import ConfigError
+from fastmix.augment import pillow_ops, pixmix, salt_pepper, unit
+from fastmix.errors import ConfigError, DataError
 
 _F32 = np.dtype(np.float32)
 
 # Iterations of each kernel's prange per scheduled task (numba.set_parallel_chunksize), chosen
 # by bench measurements on 2 cores (bench/RESULTS.md): one PixMix iteration is a chunk of
-# kernels.BATCH_CHUNK = 4 samples (~40 us); one salt-and-pepper iteration is one sample (~1 us).
+# pixmix.BATCH_CHUNK = 4 samples (~40 us); one salt-and-pepper iteration is one sample (~1 us).
 PIXMIX_TASK_ITERATIONS = 1
 SALT_PEPPER_TASK_ITERATIONS = 32
 
@@ -127,7 +126,7 @@ class ToUnitFloat(_UnitFloatOp):
     """No augmentation: ``x / 255`` as float32 (B, 1, H, W)."""
 
     def generate_code(self) -> Callable:
-        kernel = kernels.to_unit_batch
+        kernel = unit.to_unit_batch
 
         def to_unit_float(images, dst):
             n = images.shape[0]
@@ -155,19 +154,19 @@ class _EpochOp(_UnitFloatOp):
 class SaltPepper(_EpochOp):
     """Salt-and-pepper noise (scikit-image ``random_noise`` 's&p'): each pixel independently
     replaced with probability ``amount``, by 0 or 255 with equal odds; see
-    ``fastmix.kernels.salt_pepper_batch``. Default amount 0.1 (MNIST-C impulse_noise is 0.17)."""
+    ``fastmix.augment.salt_pepper.salt_pepper_batch``. Default amount 0.1 (MNIST-C impulse_noise is 0.17)."""
 
-    def __init__(self, seed: int, amount: float = kernels.SP_AMOUNT) -> None:
+    def __init__(self, seed: int, amount: float = salt_pepper.SP_AMOUNT) -> None:
         super().__init__(seed)
         if not 0.0 <= float(amount) <= 1.0:
             raise ConfigError(f"SaltPepper: amount must lie in [0, 1], got {amount!r}")
         self.amount = float(amount)
 
     def generate_code(self) -> Callable:
-        kernel = kernels.salt_pepper_batch
+        kernel = salt_pepper.salt_pepper_batch
         op = self
 
-        def salt_pepper(images, dst, indices):
+        def salt_pepper_op(images, dst, indices):
             n = images.shape[0]
             out = dst.reshape(n, images.shape[1], images.shape[2])
             run_load_balanced(kernel, SALT_PEPPER_TASK_ITERATIONS,
@@ -175,8 +174,8 @@ class SaltPepper(_EpochOp):
                               op.amount)  # fmt: skip
             return dst
 
-        salt_pepper.with_indices = True
-        return salt_pepper
+        salt_pepper_op.with_indices = True
+        return salt_pepper_op
 
 
 def validate_bank(bank: np.ndarray) -> np.ndarray:
@@ -193,7 +192,7 @@ def validate_bank(bank: np.ndarray) -> np.ndarray:
 
 class PixMix(_EpochOp):
     """PixMix (Hendrycks et al., CVPR 2022) with one random crop of one bank picture per sample;
-    see ``fastmix.kernels`` for the algorithm and the parameters' meaning.
+    see ``fastmix.augment.pixmix`` for the algorithm and the parameters' meaning.
 
     ``bank``: uint8 (M, S, S) mixing pictures (S >= image size; fractals at S = 32), kept by
     reference and shared by every batch.
@@ -203,9 +202,9 @@ class PixMix(_EpochOp):
         self,
         bank: np.ndarray,
         seed: int,
-        k: int = kernels.PIXMIX_K,
-        beta: float = kernels.PIXMIX_BETA,
-        severity: float = kernels.AUG_SEVERITY,
+        k: int = pixmix.PIXMIX_K,
+        beta: float = pixmix.PIXMIX_BETA,
+        severity: float = pixmix.AUG_SEVERITY,
         all_ops: bool = False,
     ) -> None:
         super().__init__(seed)
@@ -214,15 +213,15 @@ class PixMix(_EpochOp):
             raise ConfigError(f"PixMix: k (mixing rounds) must be an integer in [0, 64], got {k!r}")
         if not float(beta) > 0.0:
             raise ConfigError(f"PixMix: beta must be > 0, got {beta!r}")
-        if not 0.1 < float(severity) <= kernels.MAX_SEVERITY:
+        if not 0.1 < float(severity) <= pixmix.MAX_SEVERITY:
             raise ConfigError(
-                f"PixMix: aug_severity must lie in (0.1, {kernels.MAX_SEVERITY:g}], "
+                f"PixMix: aug_severity must lie in (0.1, {pixmix.MAX_SEVERITY:g}], "
                 f"got {severity!r}"
             )
         self.k = int(k)
         self.beta = float(beta)
         self.severity = float(severity)
-        self.n_ops = kernels.N_OPS_ALL if all_ops else kernels.N_OPS_BASIC
+        self.n_ops = pillow_ops.N_OPS_ALL if all_ops else pillow_ops.N_OPS_BASIC
 
     def _check_shape(self, h: int, w: int) -> None:
         if self.bank.shape[1] < h or self.bank.shape[2] < w:
@@ -232,10 +231,10 @@ class PixMix(_EpochOp):
             )
 
     def generate_code(self) -> Callable:
-        kernel = kernels.pixmix_batch
+        kernel = pixmix.pixmix_batch
         op = self
 
-        def pixmix(images, dst, indices):
+        def pixmix_op(images, dst, indices):
             n = images.shape[0]
             out = dst.reshape(n, images.shape[1], images.shape[2])
             run_load_balanced(kernel, PIXMIX_TASK_ITERATIONS,
@@ -243,5 +242,5 @@ class PixMix(_EpochOp):
                               op.epoch, op.k, op.beta, op.severity, op.n_ops)  # fmt: skip
             return dst
 
-        pixmix.with_indices = True
-        return pixmix
+        pixmix_op.with_indices = True
+        return pixmix_op

@@ -7,7 +7,7 @@
 
 Every figure is measured in this process, side by side with its baseline; ``--json PATH``
 writes a machine-readable record including the machine (CPU, cores, GPU, library versions).
-The benchmark code lives in the repository's ``bench/`` folder.
+The benchmark code is the ``fastmix.bench`` subpackage (the repository's ``bench/`` folder).
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import platform
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from fastmix.config import VARIANTS
-
-REPO = Path(__file__).resolve().parents[1]
+from fastmix.files import atomic_write
 
 
 def machine_info() -> dict:
@@ -40,7 +38,7 @@ def machine_info() -> dict:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from fastmix.device import cpu_has_amx_bf16
+    from fastmix.runtime import cpu_has_amx_bf16
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": cpu_has_amx_bf16(), "gpu": gpu,
@@ -69,16 +67,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    if not (REPO / "bench" / "bench_loader.py").is_file():
-        print("fastmix bench: the bench/ folder of the repository is missing", file=sys.stderr)
-        return 2
     record: dict = {"machine": machine_info(), "command": " ".join(sys.argv)}
     t0 = time.perf_counter()
     which = ["loader", "train", "e2e"] if args.which == "all" else [args.which]
     if "loader" in which:
-        from bench.bench_loader import run_loader_bench
+        from fastmix.bench.bench_loader import run_loader_bench
 
         raw = args.raw[0] if args.raw else None
         print("== loader")
@@ -88,20 +81,20 @@ def run_bench(args: argparse.Namespace) -> int:
             latency=not args.no_latency, preview=args.preview,
         )  # fmt: skip
         if args.plot:
-            from bench.plot_bench import plot_loader
+            from fastmix.bench.plot_bench import plot_loader
 
             m = record["machine"]
             title = f"Loader throughput, {m['cpu']}, {m['cores']} cores ({m['date'][:10]})"
             print(f"plot: {plot_loader(record['loader'], args.plot, title)}")
     if "train" in which:
-        from bench.bench_train import run_train_bench
+        from fastmix.bench.bench_train import run_train_bench
 
         print("== train")
         variants = tuple(v for v in args.variants.split(",") if v)
         record["train"] = run_train_bench(args.data, variants, steps=args.steps,
                                           compile_check=not args.no_compile)
     if "e2e" in which:
-        from bench.bench_train import run_e2e_bench
+        from fastmix.bench.bench_train import run_e2e_bench
 
         print("== e2e")
         variants = tuple(v for v in args.e2e_variants.split(",") if v)
@@ -110,7 +103,5 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"bench finished in {record['seconds']:.0f} s on {record['machine']['cpu']} "
           f"({record['machine']['cores']} cores)")
     if args.json:
-        tmp = Path(args.json).with_name(Path(args.json).name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, args.json)
+        atomic_write(args.json, json.dumps(record, indent=1, default=str))
     return 0

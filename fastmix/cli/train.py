@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from converters.errors import DataError
 from fastmix.config import VARIANTS, Config, load_config
-from fastmix.errors import ConfigError, TrainingError
+from fastmix.train.run_dir import run_dir_for
+from fastmix.errors import ConfigError, DataError, TrainingError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -48,13 +48,9 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def run_dir_for(out: str | Path, cfg: Config) -> Path:
-    return Path(out) / f"{cfg['variant']['name']}-s{cfg['train']['seed']}"
-
-
 def train_job(cfg: Config, presets: list[str], overrides: list[str], out: str | Path):
     """The ``fastmix train`` arguments that train ``cfg`` into ``run_dir_for(out, cfg)``."""
-    from fastmix.schedule import Job
+    from fastmix.train.jobs import Job
 
     args = ["--variant", cfg["variant"]["name"], "--out", str(out)]
     for preset in presets:
@@ -69,13 +65,13 @@ def train_configs(cfgs: list[Config], presets: list[str], overrides: list[str],
                   out: str | Path, progress: bool = True, jobs: str | int = 1,
                   resume_unfinished: bool = False, log=None) -> list:
     """Train each config into ``run_dir_for(out, cfg)``: in turn, or ``jobs`` at a time in
-    pinned processes (``fastmix.schedule``; ``auto`` = concurrent on a CPU, where it measured
+    pinned processes (``fastmix.train.jobs``; ``auto`` = concurrent on a CPU, where it measured
     faster). ``resume_unfinished``: continue a run directory that holds a ``last.pt``
     checkpoint. ``log``: called with a line per run trained in turn."""
     from dataclasses import replace
 
-    from fastmix.schedule import resolve_jobs, train_concurrently
-    from fastmix.train import train
+    from fastmix.train.jobs import resolve_jobs, train_concurrently
+    from fastmix.train.trainer import train
 
     def resumes(run_dir: Path) -> bool:
         return resume_unfinished and (run_dir / "checkpoints" / "last.pt").is_file()
@@ -108,12 +104,12 @@ def train_variants(variants: list[str], presets: list[str], overrides: list[str]
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fastmix.train import train
+    from fastmix.train.trainer import train
 
     t0 = time.perf_counter()
     try:
         if args.resume:
-            from fastmix.checkpoint import read_run_config
+            from fastmix.train.run_dir import read_run_config
 
             cfg = read_run_config(args.resume)
             results = [train(cfg, Path(args.resume), resume=True, progress=not args.no_progress)]
@@ -127,7 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
     except OSError as e:  # e.g. the disk filled up while writing a checkpoint or a log
         print(f"fastmix train: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
-    from fastmix import distributed
+    from fastmix.train import distributed
 
     if not distributed.is_main():
         return 0

@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from converters.errors import DataError
-from fastmix.cli_train import add_jobs_arg
-from fastmix.config import VARIANTS, Config, config_differences, config_hash, load_config
-from fastmix.errors import ConfigError, TrainingError
+from fastmix.cli.train import add_jobs_arg
+from fastmix.config import VARIANTS, load_config
+from fastmix.errors import ConfigError, DataError, TrainingError
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -34,33 +33,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     add_jobs_arg(p)
 
 
-def finished(run_dir: Path, cfg: Config) -> bool:
-    """Whether ``run_dir`` holds a run of ``cfg`` that trained all its steps (its ``done.json``,
-    which ``train()`` writes last). ConfigError when the directory holds a run of another
-    config: resuming or reporting it would pass its numbers off as this config's."""
-    from fastmix.checkpoint import read_run_config
-    from fastmix.train import read_done
-
-    if not (run_dir / "config.toml").is_file():
-        return False
-    theirs = read_run_config(run_dir)
-    if config_hash(theirs) != config_hash(cfg):
-        diff = "; ".join(config_differences(theirs, cfg))
-        raise ConfigError(
-            f"{run_dir}: holds a run of another config ({diff}); choose another --out, or "
-            "remove that directory to train it again"
-        )
-    done = read_done(run_dir)
-    return done is not None and done.get("config_hash") == config_hash(cfg)
-
-
 def run_all(args: argparse.Namespace) -> int:
-    from converters.build import convert, summary_lines
-    from converters.catalog import CatalogOptions, build_catalog
-    from converters.sources import SourceResolver
-    from fastmix.cli_train import run_dir_for, train_configs
-    from fastmix.evaluate import evaluate_run
-    from fastmix.report import write_report
+    from fastmix.cli.train import train_configs
+    from fastmix.train.run_dir import is_finished, run_dir_for
+    from fastmix.converters.build import convert, summary_lines
+    from fastmix.converters.catalog import CatalogOptions, build_catalog
+    from fastmix.converters.sources import SourceResolver
+    from fastmix.evaluate.evaluate import evaluate_run
+    from fastmix.report.report import write_report
 
     t0 = time.perf_counter()
     progress = not args.no_progress
@@ -89,7 +69,7 @@ def run_all(args: argparse.Namespace) -> int:
         for cfg in cfgs:
             run_dir = run_dir_for(out, cfg)
             runs.append(run_dir)
-            if finished(run_dir, cfg):
+            if is_finished(run_dir, cfg):
                 print(f"{run_dir}: already trained")
                 continue
             todo.append(cfg)

@@ -1,7 +1,7 @@
 """``report.md`` from evaluated runs: the seed report's tables with fastmix's numbers beside
 them, then MNIST-C per corruption, OOD detection per set and score (every row labelled "seen
 in training" or "held out"), calibration before / after temperature scaling, error detection,
-and the figures of :mod:`fastmix.plots` (relative links into ``<out>/plots/``).
+and the figures of :mod:`fastmix.report.plots` (relative links into ``<out>/plots/``).
 
 Runs are grouped by variant (``config [variant] name``); with several runs (seeds) of one
 variant every number is ``mean ± std`` over the runs (sample std, ddof = 1).  With a single
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import DataError
-from fastmix.atomic import atomic_write
-from fastmix.evaluate import (
+from fastmix.errors import DataError
+from fastmix.evaluate.evaluate import (
     CONVENTION,
     MNIST_C_CORRUPTIONS,
     load_logits,
     load_results,
 )
+from fastmix.files import atomic_write
 
 __all__ = ["SEED_REPORT", "VARIANT_ORDER", "write_report"]
 
@@ -369,7 +369,7 @@ def _error_detection(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def _figures(groups: dict[str, list[dict[str, Any]]], run_of: dict[int, Path],
              out_dir: Path) -> tuple[list[str], list[Path]]:
-    from fastmix import plots
+    from fastmix.report import plots
 
     plot_dir = out_dir / "plots"
     lines = ["## 6. Figures", ""]

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from fastmix.config import Config
-from fastmix.device import default_torch_threads
-from fastmix.loader import EpochLoader, make_outlier_loader, make_train_loader
+from fastmix.data.loader import EpochLoader, make_outlier_loader, make_train_loader
+from fastmix.runtime import default_torch_threads
 
 OUTLIER_SEED_OFFSET = 1_000_003
 
@@ -67,7 +67,7 @@ class TrainData:
 
 def build_loaders(cfg: Config, paths: dict[str, Path], distributed: bool = False) -> TrainData:
     """FFCV loaders for a resolved config and the beton paths from ``require_betons``."""
-    from converters.beton import read_beton
+    from fastmix.converters.beton import read_beton
 
     a, t = cfg["augment"], cfg["train"]
     bank = read_beton(paths["mixing"])[0] if a["kind"] == "pixmix" else None

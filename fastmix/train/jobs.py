@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastmix.device import usable_cores
 from fastmix.errors import TrainingError
-from fastmix.train import TrainResult
+from fastmix.runtime import usable_cores
+from fastmix.train.trainer import TrainResult
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fastmix.bench import add_bench_args, run_bench
-from fastmix.cli_convert import add_convert_args, run_convert
-from fastmix.cli_eval import add_eval_args, add_report_args, run_eval, run_report
-from fastmix.cli_run import add_run_args, run_all
-from fastmix.cli_train import add_train_args, run_train
+from fastmix.cli.bench import add_bench_args, run_bench
+from fastmix.cli.convert import add_convert_args, run_convert
+from fastmix.cli.evaluate import add_eval_args, add_report_args, run_eval, run_report
+from fastmix.cli.run import add_run_args, run_all
+from fastmix.cli.train import add_train_args, run_train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ def backend_for(device: torch.device) -> str:
 
 def init_from_env(device: torch.device) -> None:
     """Join the process group torchrun describes in the environment (once), with the backend
-    for ``device`` (``fastmix.device.resolve_runtime``: ``cuda:LOCAL_RANK`` under torchrun)."""
+    for ``device`` (``fastmix.runtime.resolve_runtime``: ``cuda:LOCAL_RANK`` under torchrun)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or tdist.is_initialized():
         return
     if device.type == "cuda":

@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from converters.build import convert, is_up_to_date, load_manifest, summary_lines
-from converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
-from converters.errors import DataError
-from converters.sources import SourceResolver
-from fastmix.errors import ConfigError
+from fastmix.converters.build import convert, is_up_to_date, load_manifest, summary_lines
+from fastmix.converters.catalog import CLEAN_BASES, CatalogOptions, build_catalog
+from fastmix.converters.sources import SourceResolver
+from fastmix.errors import ConfigError, DataError
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +83,7 @@ def run_convert(args: argparse.Namespace) -> int:
     for line in summary_lines(result, catalog):
         print(line)
     if args.preview:
-        from converters.preview import write_preview
+        from fastmix.converters.preview import write_preview
 
         path = write_preview(out, out / "preview.png")
         print(f"preview: {path}")

@@ -8,7 +8,7 @@ uint8 arrays (for instance an OOD set held in memory) to the same format.
 
 Epochs. ``EpochLoader`` wraps an FFCV ``Loader``: each ``iter()`` is one epoch. Its number is
 FFCV's ``next_epoch`` counter (0 first); it seeds the RANDOM order (``seed + epoch``) and reaches
-the augmentation ops through ``set_epoch`` before FFCV starts the epoch (see ``fastmix.ops``).
+the augmentation ops through ``set_epoch`` before FFCV starts the epoch (see ``fastmix.augment.ffcv_ops``).
 ``set_epoch(e)`` resumes at epoch ``e``. Starting an epoch first stops an unfinished iterator of
 the previous one.
 
@@ -39,32 +39,19 @@ from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
 from ffcv.transforms import ToDevice, ToTensor
 
-from converters.errors import DataError
-from fastmix import kernels
-from fastmix.device import usable_cores
-from fastmix.errors import ConfigError
-from fastmix.ops import ParallelNDArrayDecoder, PixMix, SaltPepper, ToUnitFloat, _EpochOp
+from fastmix.augment import pixmix, salt_pepper
+from fastmix.augment.ffcv_ops import (
+    ParallelNDArrayDecoder,
+    PixMix,
+    SaltPepper,
+    ToUnitFloat,
+    _EpochOp,
+)
+from fastmix.errors import ConfigError, DataError
+from fastmix.runtime import set_torch_threads, usable_cores
 
 VARIANTS = ("none", "sp", "pixmix")
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity-aware)."""
-    return len(usable_cores())
-
-
-def set_torch_threads(n: int | None = None) -> int:
-    """Set torch's intra-op thread count to ``n`` (default: all usable CPUs) and return it.
-
-    Needed because ffcv lowers it: ``import ffcv`` sets it to 1, and every Loader construction and
-    epoch start set it to the loader's ``num_workers``.
-    """
-    n = usable_cpus() if n is None else int(n)
-    if n < 1:
-        raise ConfigError(f"torch threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
-    return n
 
 
 def to_model_input(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -170,7 +157,7 @@ def _check_beton(beton: str | os.PathLike) -> Path:
 
 
 def _check_workers(num_workers: int | None) -> int:
-    cpus = usable_cpus()
+    cpus = len(usable_cores())
     if num_workers is None:
         return max(1, min(2, cpus))
     if (
@@ -254,11 +241,11 @@ def make_image_op(
     variant: str,
     seed: int,
     fractal_bank: np.ndarray | None = None,
-    pixmix_k: int = kernels.PIXMIX_K,
-    pixmix_beta: float = kernels.PIXMIX_BETA,
-    aug_severity: float = kernels.AUG_SEVERITY,
+    pixmix_k: int = pixmix.PIXMIX_K,
+    pixmix_beta: float = pixmix.PIXMIX_BETA,
+    aug_severity: float = pixmix.AUG_SEVERITY,
     all_ops: bool = False,
-    sp_amount: float = kernels.SP_AMOUNT,
+    sp_amount: float = salt_pepper.SP_AMOUNT,
 ):
     """The FFCV op of a training variant: "none" -> ToUnitFloat, "sp" -> SaltPepper,
     "pixmix" -> PixMix (needs ``fractal_bank``)."""
@@ -285,11 +272,11 @@ def make_train_loader(
     drop_last: bool = True,
     distributed: bool = False,
     *,
-    pixmix_k: int = kernels.PIXMIX_K,
-    pixmix_beta: float = kernels.PIXMIX_BETA,
-    aug_severity: float = kernels.AUG_SEVERITY,
+    pixmix_k: int = pixmix.PIXMIX_K,
+    pixmix_beta: float = pixmix.PIXMIX_BETA,
+    aug_severity: float = pixmix.AUG_SEVERITY,
     all_ops: bool = False,
-    sp_amount: float = kernels.SP_AMOUNT,
+    sp_amount: float = salt_pepper.SP_AMOUNT,
     device: str | torch.device = "cpu",
     batches_ahead: int = 3,
     torch_threads: int | None = None,

@@ -5,16 +5,15 @@ Optimiser: SGD with Nesterov momentum 0.9 and weight decay 5e-4; the learning ra
 linearly from 0 to ``train.lr`` over the first ``warmup_frac`` of the steps, then falls linearly
 to 0 (a one-cycle / triangular schedule, as in airbench), set per step from the global step so a
 resumed run follows the same schedule. Loss: cross-entropy, plus the Outlier Exposure term
-(``fastmix.oe``) when ``oe.enabled``.
+(``fastmix.train.oe``) when ``oe.enabled``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastmix import distributed as dist
-from fastmix.atomic import atomic_write
-from fastmix.checkpoint import CheckpointError, load_checkpoint, read_run_config, save_checkpoint
-from fastmix.config import Config, config_hash, dumps
-from fastmix.device import Runtime, resolve_runtime, set_cpu_threads
+from fastmix.config import Config, config_hash
 from fastmix.errors import ConfigError, TrainingError
-from fastmix.models import build_model
-from fastmix.oe import oe_loss
-from fastmix.run_files import DONE_FILE, LOGITS_FILE, RESULTS_FILE
-
-CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "train_ce", "train_oe", "train_acc",
-              "val_acc", "seconds", "images_per_s", "total_images_per_s"]
-STEPS_HEADER = "step,lr,loss,ce,oe\n"
+from fastmix.runtime import Runtime, resolve_runtime, set_torch_threads
+from fastmix.train import distributed as dist
+from fastmix.train import run_dir as rd
+from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fastmix.train.models import build_model
+from fastmix.train.oe import oe_loss
 
 
 @dataclass
@@ -58,21 +52,9 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warm))
 
 
-def read_done(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The completion marker of a run directory (``{"config_hash", "step", "epochs",
-    "best_val_acc"}``), or None when the run has not finished (or the marker is unreadable)."""
-    import json
-
-    try:
-        done = json.loads((Path(run_dir) / DONE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return done if isinstance(done, dict) else None
-
-
 def require_betons(cfg: Config) -> dict[str, Path]:
     """Paths of the betons this config trains on; ConfigError naming any that is missing."""
-    from converters.build import load_manifest, manifest_beton_path
+    from fastmix.converters.build import load_manifest, manifest_beton_path
 
     data = Path(cfg["data"]["dir"])
     entries = load_manifest(data)["betons"] if data.is_dir() else {}
@@ -122,58 +104,6 @@ def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, rt:
     return correct / len(images)
 
 
-def _resume_config(run_dir: Path) -> Config:
-    """The config a run directory was started with (``--resume`` continues under it)."""
-    if not (run_dir / "config.toml").is_file():
-        raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
-    return read_run_config(run_dir)
-
-
-def _prepare_run_dir(cfg: Config, run_dir: Path) -> None:
-    """Create a new run's directory: config.toml and empty metrics.csv / steps.csv."""
-    ckpt_dir = run_dir / "checkpoints"
-    if (ckpt_dir / "last.pt").exists():
-        raise ConfigError(f"{run_dir}: already holds a run; pass --resume or choose another --out")
-    if dist.is_main():
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(run_dir / "config.toml", dumps(cfg))
-            with open(run_dir / "metrics.csv", "w", newline="") as f:
-                csv.DictWriter(f, CSV_FIELDS).writeheader()
-            (run_dir / "steps.csv").write_text(STEPS_HEADER)
-        except OSError as e:
-            raise _cannot_create(run_dir, e) from None
-
-
-def _cannot_create(run_dir: Path, e: OSError) -> ConfigError:
-    return ConfigError(f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
-                       f"{e.filename}); choose a writable --out")
-
-
-def _truncate_steps(path: Path, steps_done: int) -> None:
-    """On resume, drop step-log rows the checkpoint does not contain."""
-    rows = path.read_text().splitlines()[1:] if path.is_file() else []
-    keep = [r for r in rows if r and int(r.split(",")[0]) <= steps_done]
-    atomic_write(path, STEPS_HEADER + "".join(r + "\n" for r in keep))
-
-
-def _truncate_csv(path: Path, steps_done: int) -> None:
-    """On resume, drop rows of epochs the checkpoint does not contain: rows are written before
-    the checkpoint of the same step, so a row belongs to it when its step <= ``steps_done``
-    (by step, not by epoch number: a ``max_steps`` run ends inside an epoch, with a row)."""
-    if not path.is_file():
-        with open(path, "w", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writeheader()
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= steps_done]
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, CSV_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
 def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
           progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
     """Train one variant into ``run_dir`` (or continue it with ``resume``).
@@ -183,7 +113,9 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     """
     run_dir = Path(run_dir)
     if resume:
-        cfg = _resume_config(run_dir)
+        if not (run_dir / rd.CONFIG_FILE).is_file():
+            raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
+        cfg = rd.read_run_config(run_dir)
     tc = cfg["train"]
     # everything that can refuse the config (no such device, missing betons) before any write
     rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
@@ -191,49 +123,19 @@ def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
     dist.init_from_env(rt.device)
     if rt.device.type == "cuda" and rt.device.index is not None:
         torch.cuda.set_device(rt.device)  # FFCV's streams and events live on the current GPU
-    with _run_dir_lock(run_dir):
-        _remove_own_temporaries(run_dir)
-        if not resume:
-            _prepare_run_dir(cfg, run_dir)
+    with rd.lock(run_dir) if dist.is_main() else nullcontext():
+        if dist.is_main():
+            rd.remove_leftovers(run_dir)
+            if not resume:
+                rd.prepare(cfg, run_dir)
         return _train_locked(cfg, run_dir, resume, rt, paths, progress, stop_after_steps)
-
-
-def _run_dir_lock(run_dir: Path):
-    """One training process per run directory (``converters.lock``; the main rank holds it
-    under torchrun): a second ``fastmix train`` / ``fastmix run`` on the same run is refused."""
-    from contextlib import nullcontext
-
-    from converters.lock import folder_lock
-
-    if not dist.is_main():
-        return nullcontext()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _cannot_create(run_dir, e) from None
-    return folder_lock(run_dir, "fastmix train")
-
-
-# Files only training writes into a run directory: with its lock held, a temporary of one of
-# them (``<name>.tmp-<pid>``) is a leftover of a killed training, never a write in progress.
-_TRAIN_FILES = ("config.toml", "metrics.csv", "steps.csv", DONE_FILE)
-
-
-def _remove_own_temporaries(run_dir: Path) -> None:
-    """Delete leftovers of interrupted training writes (checkpoints/, config, CSVs, marker)."""
-    if not dist.is_main() or not run_dir.is_dir():
-        return
-    leftovers = [p for name in _TRAIN_FILES for p in run_dir.glob(f"{name}.tmp-*")]
-    leftovers += list((run_dir / "checkpoints").glob("*.pt.tmp-*"))
-    for p in leftovers:
-        p.unlink(missing_ok=True)
 
 
 def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
                   paths: dict[str, Path], progress: bool,
                   stop_after_steps: int | None) -> TrainResult:
     """The training loop of ``train()``, once the run directory is prepared and locked."""
-    from fastmix.train_data import build_loaders  # imports ffcv (slow): only when training
+    from fastmix.data.streams import build_loaders  # imports ffcv (slow): only when training
 
     tc, chash = cfg["train"], config_hash(cfg)
     torch.manual_seed(tc["seed"])
@@ -248,11 +150,11 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
         lr=tc["lr"], momentum=tc["momentum"], nesterov=tc["momentum"] > 0,
     )
     loaders = build_loaders(cfg, paths, distributed=dist.world_size() > 1)
-    set_cpu_threads(None if rt.device.type == "cpu" else 1)
-    from converters.beton import read_beton
+    set_torch_threads(None if rt.device.type == "cpu" else 1)
+    from fastmix.converters.beton import read_beton
 
     val_x, val_y = read_beton(paths["val"])
-    set_cpu_threads()
+    set_torch_threads()
     spe = loaders.steps_per_epoch
     total = tc["epochs"] * spe
     if tc["max_steps"]:
@@ -260,7 +162,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
     epochs = math.ceil(total / spe)
 
     start_step, best = 0, -1.0
-    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    last_path, best_path = rd.checkpoint_path(run_dir, "last"), rd.checkpoint_path(run_dir, "best")
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path, chash)
         try:
@@ -271,13 +173,11 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
             raise CheckpointError(f"{last_path}: damaged checkpoint ({type(e).__name__}: "
                                   f"{str(e)[:300]})") from None
     if dist.is_main() and resume:
-        _truncate_csv(run_dir / "metrics.csv", start_step)
-        _truncate_steps(run_dir / "steps.csv", start_step)
+        rd.truncate_logs(run_dir, start_step)
     if dist.is_main() and start_step < total:
         # the weights are about to change: a completion marker or an evaluation of earlier
         # weights (fastmix eval / report on an unfinished run) no longer describes this run
-        for name in (DONE_FILE, RESULTS_FILE, LOGITS_FILE):
-            (run_dir / name).unlink(missing_ok=True)
+        rd.drop_stale_results(run_dir)
     net = dist.wrap(model, rt.device)
     if rt.compile:  # train.compile: "auto" = on CUDA only (slower on the CPUs measured)
         net = torch.compile(net)
@@ -326,8 +226,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
             if step % tc["log_every"] == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
                 if dist.is_main():
-                    with open(run_dir / "steps.csv", "a") as f:
-                        f.write(f"{step},{lr:.6g},{loss:.6f},{ce:.6f},{oe_term:.6f}\n")
+                    rd.append_step(run_dir, step, lr, loss, ce, oe_term)
             if tc["ckpt_every"] and step % tc["ckpt_every"] == 0 and step % spe:
                 checkpoint(step, best, last_path)
         secs = time.perf_counter() - t0
@@ -353,8 +252,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
                    "val_acc": f"{final_acc:.5f}", "seconds": f"{secs:.3f}",
                    "images_per_s": f"{seen / secs:.1f}",
                    "total_images_per_s": f"{seen * ratio / secs:.1f}"}
-            with open(run_dir / "metrics.csv", "a", newline="") as f:
-                csv.DictWriter(f, CSV_FIELDS).writerow(row)
+            rd.append_metrics(run_dir, row)
         if improved:
             checkpoint(step, best, best_path)
         checkpoint(step, best, last_path)
@@ -364,10 +262,7 @@ def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
                       f"({seen / secs:.0f} img/s)")
     bar.close()
     if dist.is_main() and step >= total:  # last: `fastmix run` skips only marked runs
-        import json
-
-        atomic_write(run_dir / DONE_FILE, json.dumps(
-            {"config_hash": chash, "step": step, "epochs": epochs, "best_val_acc": best}) + "\n")
+        rd.write_done(run_dir, cfg, step, epochs, best)
     dist.barrier()
     return TrainResult(run_dir, cfg["variant"]["name"], epochs, step, best, final_acc, t_all,
                        n_all / t_all if t_all else 0.0)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fastmix.scores import SCORES, check_logits_labels
+from fastmix.evaluate.scores import SCORES, check_logits_labels
 
 __all__ = [
     "METRIC_NAMES",
@@ -223,7 +223,7 @@ def error_detection_auroc(
     """AUROC for detecting misclassified in-distribution samples (Hendrycks & Gimpel 2017).
 
     Wrong predictions (``argmax_k z_k != label``) are the positive class, correct ones the
-    negative class; the anomaly score ``score`` (a name in :data:`fastmix.scores.SCORES` or a
+    negative class; the anomaly score ``score`` (a name in :data:`fastmix.evaluate.scores.SCORES` or a
     callable) ranks them.  Raises ValueError when there are no wrong or no correct predictions
     (the AUROC is undefined then).
     """

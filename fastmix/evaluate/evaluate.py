@@ -26,14 +26,14 @@ results.json (metrics are fractions; ``None`` where undefined)::
     calibration    {temperature, fitted_on, evaluated_on, test {before, after}, val {..},
                     with_ood {set: {seen_in_training, n_ood, before, after}},
                     with_ood_held_out_mean {sets, before {ece, mce, rms}, after {..}}}
-                   (before/after = fastmix.calibration.calibration_report keys)
+                   (before/after = fastmix.evaluate.calibration.calibration_report keys)
     summary        {test_accuracy, mnist_c_mean, score, ood_auroc_held_out_mean,
                     ood_held_out_sets, ece_before, ece_after, temperature}
     notes          [text]: leaks and overlaps (S&P vs impulse_noise, OE source), provenance
 
 Conventions (stated in ``results["convention"]``, see ``docs/CONVENTIONS.md``):
 
-* OOD is the POSITIVE class; anomaly scores (``fastmix.scores.SCORES``) are higher = more
+* OOD is the POSITIVE class; anomaly scores (``fastmix.evaluate.scores.SCORES``) are higher = more
   anomalous and are computed in float64 from the float32 logits.  Metrics are fractions.
 * OOD detection per set and score: (a) the full OOD set against the whole ID test set and
   (b) the Outlier Exposure protocol (Hendrycks et al., ICLR 2019): mean and std over
@@ -68,13 +68,12 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import DataError
-from fastmix.atomic import atomic_write
-from fastmix.calibration import calibration_report, calibration_with_ood, fit_temperature
-from fastmix.errors import ConfigError
-from fastmix.metrics import error_detection_auroc, ood_metrics, ood_metrics_draws
-from fastmix.run_files import LOGITS_FILE, RESULTS_FILE
-from fastmix.scores import SCORES
+from fastmix.errors import ConfigError, DataError
+from fastmix.evaluate.calibration import calibration_report, calibration_with_ood, fit_temperature
+from fastmix.evaluate.metrics import error_detection_auroc, ood_metrics, ood_metrics_draws
+from fastmix.evaluate.scores import SCORES
+from fastmix.files import atomic_write
+from fastmix.train.run_dir import LOGITS_FILE, RESULTS_FILE
 
 __all__ = [
     "CONVENTION",
@@ -95,7 +94,7 @@ RESULTS_FORMAT = 1
 MNIST_C_PREFIX = "mnist_c/"
 
 try:  # the generator's own list (same order); a fallback keeps evaluation importable alone
-    from converters.mnist_c import CORRUPTIONS as _CORRUPTIONS
+    from fastmix.converters.mnist_c import CORRUPTIONS as _CORRUPTIONS
 except ImportError:  # pragma: no cover - only while converters/mnist_c.py is absent
     _CORRUPTIONS = (
         "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
@@ -189,15 +188,15 @@ def load_eval_sets(
     required: Iterable[str] = ("mnist_test", "mnist_val"),
     into: EvalSets | None = None,
 ) -> EvalSets:
-    """Read the betons ``names`` of ``data_dir`` once through :func:`converters.beton.read_beton`.
+    """Read the betons ``names`` of ``data_dir`` once through :func:`fastmix.converters.beton.read_beton`.
 
     A set is available when ``manifest.json`` lists it and its file exists.  Missing sets are
     recorded in ``.unavailable`` (name -> reason), except the ``required`` ones, which raise
     :class:`DataError` naming the folder and the fix.  ``into`` (an :class:`EvalSets` of the
     same folder) is filled in place and returned; sets already in it are not read again.
     """
-    from converters.beton import read_beton
-    from converters.build import MANIFEST, load_manifest, manifest_beton_path
+    from fastmix.converters.beton import read_beton
+    from fastmix.converters.build import MANIFEST, load_manifest, manifest_beton_path
 
     data_dir = Path(data_dir)
     required = tuple(required)
@@ -307,7 +306,7 @@ def resolve_inference(device: str = "auto", precision: str = "auto") -> tuple[st
     (see :func:`predict_logits`); ``"bf16"`` is an explicit opt-in for quick looks."""
     import torch
 
-    from fastmix.device import check_device
+    from fastmix.runtime import check_device
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -353,9 +352,9 @@ def predict_logits(
 
     device, precision = resolve_inference(device, precision)
     if device == "cpu":
-        from fastmix.device import set_cpu_threads
+        from fastmix.runtime import set_torch_threads
 
-        set_cpu_threads()  # the process's cores (affinity-aware), not the machine's
+        set_torch_threads()  # the process's cores (affinity-aware), not the machine's
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
     bf16 = precision == "bf16"
@@ -457,7 +456,7 @@ def evaluate_run(
     (schema in the module docstring).  Raises DataError (missing run or data), ConfigError,
     or CheckpointError (missing or foreign checkpoint).
     """
-    from fastmix.checkpoint import load_run
+    from fastmix.train.checkpoint import load_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastmix.scores import check_logits_labels, log_softmax
+from fastmix.evaluate.scores import check_logits_labels, log_softmax
 
 __all__ = [
     "brier",

@@ -19,9 +19,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fastmix.atomic import atomic_write
-from fastmix.calibration import reliability_bins
-from fastmix.scores import SCORES, softmax
+from fastmix.evaluate.calibration import reliability_bins
+from fastmix.evaluate.scores import SCORES, softmax
+from fastmix.files import atomic_write
 
 __all__ = ["plot_auroc_heatmap", "plot_mnist_c_bars", "plot_reliability", "plot_roc"]
 

@@ -1,0 +1,1 @@
+"""Benchmarks: fastmix beside the baselines users would otherwise run (``fastmix bench``)."""

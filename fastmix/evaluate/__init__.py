@@ -1,0 +1,1 @@
+"""Evaluation: logits of every set, anomaly scores, OOD metrics, calibration -> results.json."""

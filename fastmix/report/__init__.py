@@ -1,0 +1,1 @@
+"""The report: tables (report.md) and figures (PNG) from evaluated runs."""

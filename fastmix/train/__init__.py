@@ -1,0 +1,1 @@
+"""Training: models, the Outlier Exposure loss, the training loop, run directories, checkpoints."""
