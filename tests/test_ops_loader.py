@@ -16,13 +16,13 @@ from ffcv.pipeline.compiler import Compiler
 
 from fastmix.augment import pillow_ops, pixmix, salt_pepper
 from fastmix.augment.ffcv_ops import run_load_balanced
+from fastmix.data.inputs import to_model_input
 from fastmix.data.loader import (
     cycle,
     make_eval_loader,
     make_outlier_loader,
     make_train_loader,
     set_torch_threads,
-    to_model_input,
 )
 from fastmix.data.streams import TrainData
 from fastmix.errors import ConfigError, DataError

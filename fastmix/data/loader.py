@@ -3,7 +3,7 @@
 Every loader yields ``(images, labels)``: images a float32 torch tensor (B, 1, H, W) in [0, 1],
 labels int64 (B,). That is the model-input convention of the whole project: normalisation
 ((x - 0.5) / 0.5, as the PixMix reference) is NOT done here but as the model's fixed first step,
-so training, evaluation and every OOD set share one input format. ``to_model_input`` converts raw
+so training, evaluation and every OOD set share one input format. ``fastmix.data.inputs.to_model_input`` converts raw
 uint8 arrays (for instance an OOD set held in memory) to the same format.
 
 Epochs. ``EpochLoader`` wraps an FFCV ``Loader``: each ``iter()`` is one epoch. Its number is
@@ -52,18 +52,6 @@ from fastmix.runtime import set_torch_threads, usable_cores
 
 VARIANTS = ("none", "sp", "pixmix")
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def to_model_input(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, H, W) or (N, 1, H, W), NumPy or torch, -> float32 (N, 1, H, W) = x / 255."""
-    t = torch.as_tensor(x)
-    if t.dtype != torch.uint8 or t.ndim not in (3, 4) or (t.ndim == 4 and t.shape[1] != 1):
-        raise DataError(
-            f"to_model_input: expected uint8 (N, H, W) images, got {t.dtype} {tuple(t.shape)}"
-        )
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    return t.to(torch.float32).div_(255.0)
 
 
 class EpochLoader:
