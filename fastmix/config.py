@@ -27,6 +27,7 @@ from fastmix.errors import ConfigError
 
 PRESETS = resources.files("fastmix.configs")
 VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
+MODELS = ("convnet", "convnet_flat", "lenet", "lenet_oe")  # fastmix.train.models.build_model
 AUGMENT_KINDS = ("none", "sp", "pixmix")
 Config = dict[str, dict[str, Any]]
 
@@ -137,6 +138,7 @@ def validate(cfg: Config) -> Config:
         (1 <= a["pixmix_severity"] <= 10, "augment.pixmix_severity must lie in [1, 10]"),
         (o["lambda"] >= 0, "oe.lambda must be >= 0"),
         (o["ratio"] >= 1, "oe.ratio must be >= 1"),
+        (cfg["model"]["name"] in MODELS, f"model.name must be one of {', '.join(MODELS)}"),
         (cfg["model"]["width"] >= 1, "model.width must be >= 1"),
         (cfg["data"]["num_workers"] >= 1, "data.num_workers must be >= 1"),
         (cfg["eval"]["n_draws"] >= 1, "eval.n_draws must be >= 1"),

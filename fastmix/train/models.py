@@ -1,26 +1,78 @@
-"""One small CNN for all six variants (timm-style: ``forward_features`` / ``forward_head``).
+"""The models, timm-style: ``forward_features`` (the penultimate feature vector, (B, F)),
+``forward_head`` (the final linear layer, features -> logits) and ``get_classifier``.
 
-    input (B, 1, 28, 28) in [0, 1] -> (x - 0.5) / 0.5
-    block(c_in, c_out) = conv3x3 (no bias) -> BatchNorm -> GELU
-    stem  block(1, w) -> maxpool2                    28x28 -> 14x14
-    stage block(w, 2w), block(2w, 2w) -> maxpool2  14x14 -> 7x7
-    stage block(2w, 4w)                            7x7
-    head  global average pool -> linear(4w, 10)
+Every model takes float32 (B, 1, 28, 28) images in [0, 1] (``fastmix.data.inputs``) and does
+its own input normalisation, if any, as its first step.
 
-With the default width w = 32: 131,178 parameters and 29.4 MFLOPs per image forward
-(``count_params``, ``flops_per_image``). Pooling right after the stem keeps the wide layers at
-14x14 and 7x7, which is 4x cheaper than convolving at full resolution for the same accuracy
-class (99.4%+ on MNIST). The normalisation
-sits inside the model so every loader, outlier and OOD set share one input convention.
+``model.name`` chooses one (``build_model``):
+
+* ``convnet`` (``model.width`` w, default 32): a BatchNorm CNN with a global-average-pool head::
+
+      block(c_in, c_out) = conv3x3 (no bias) -> BatchNorm -> GELU
+      (x - 0.5) / 0.5 -> block(1, w) -> maxpool2 -> block(w, 2w) -> block(2w, 2w) -> maxpool2
+      -> block(2w, 4w) -> global average pool (4w) -> linear(4w, 10)
+
+* ``convnet_flat``: the same trunk with a spatial head instead of the global average pool:
+  flatten (4w x 7 x 7) -> linear(196 w, 10); the average pool throws away *where* the strokes
+  are, and with them much of what separates a digit from noise.
+* ``lenet`` (w, default 16): conv5x5(1, w) -> maxpool2 -> GELU -> conv5x5(w, 2w) -> maxpool2 ->
+  GELU -> flatten (32 w) -> linear(32 w, 128) -> GELU -> dropout 0.25 -> linear(128, 10); no
+  normalisation, no BatchNorm. Pooling before the activation keeps GELU at a quarter of the
+  positions (the two commute for a monotone activation; GELU is nearly one).
+* ``lenet_oe``: the MNIST network of Outlier Exposure (Hendrycks, Mazeika & Dietterich, ICLR
+  2019; hendrycks/outlier-exposure ``MNIST/models/convnet.py``), exactly: conv5x5(1, 10) ->
+  maxpool2 -> gelu; conv5x5(10, 20) -> Dropout2d(0.5) -> maxpool2 -> gelu; fc 320 -> 50 -> gelu;
+  fc 50 -> 10, with ``gelu(x) = sigmoid(1.702 x) x`` and inputs in [0, 1] (no normalisation).
+  Parameter names ``conv1``, ``conv2``, ``fc1``, ``fc2`` as there, so its checkpoints load.
+
+Dropout draws its masks from a ``torch.Generator`` the trainer gives each run
+(``set_dropout_generator``), so a run's masks do not depend on which other runs train beside it
+in the same process; without one, the global generator is used as ``nn.Dropout`` does.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from fastmix.config import MODELS
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
+DEFAULT_WIDTH = {"convnet": 32, "convnet_flat": 16, "lenet": 16, "lenet_oe": 10}
+
+
+class SeededDropout(nn.Module):
+    """Inverted dropout (``x * mask / (1 - p)``, mask ~ Bernoulli(1 - p)) with masks drawn from
+    ``self.generator``. ``channels=True`` drops whole channels of a (B, C, H, W) map
+    (``nn.Dropout2d``)."""
+
+    def __init__(self, p: float, channels: bool = False) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.channels = channels
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (*x.shape[:2], 1, 1) if self.channels else x.shape
+        keep = torch.empty(shape, device=x.device, dtype=x.dtype)
+        keep.bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    """Make every ``SeededDropout`` of ``model`` draw from ``generator``."""
+    for m in model.modules():
+        if isinstance(m, SeededDropout):
+            m.generator = generator
+
+
+def sigmoid_gelu(x: torch.Tensor) -> torch.Tensor:
+    """The OE paper's GELU approximation, ``sigmoid(1.702 x) x``."""
+    return torch.sigmoid(1.702 * x) * x
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -30,9 +82,10 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ConvNet(nn.Module):
-    """Small BatchNorm CNN for 28x28 grayscale digits (see module docstring)."""
+    """BatchNorm CNN for 28x28 grayscale images (module docstring); ``flat_head`` swaps the
+    global average pool for a flatten over the 7x7 map."""
 
-    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 32, num_classes: int = 10, flat_head: bool = False) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
@@ -43,32 +96,101 @@ class ConvNet(nn.Module):
             nn.MaxPool2d(2),
             _block(2 * w, 4 * w),
         )
-        self.head = nn.Linear(4 * w, num_classes)
+        self.flat_head = flat_head
+        self.head = nn.Linear(4 * w * (49 if flat_head else 1), num_classes)
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features((x - NORM_MEAN) / NORM_STD)
+        h = self.features((x - NORM_MEAN) / NORM_STD)
+        return h.flatten(1) if self.flat_head else h.mean(dim=(2, 3))
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(feats.mean(dim=(2, 3)))
+        return self.head(feats)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class LeNet(nn.Module):
+    """Two 5x5 convolutions and a fully connected head (module docstring)."""
+
+    def __init__(self, width: int = 16, num_classes: int = 10, hidden: int = 128,
+                 dropout: float = 0.25) -> None:
+        super().__init__()
+        w = width
+        self.conv1 = nn.Conv2d(1, w, 5)
+        self.conv2 = nn.Conv2d(w, 2 * w, 5)
+        self.fc1 = nn.Linear(2 * w * 16, hidden)
+        self.drop = SeededDropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(F.max_pool2d(self.conv1(x), 2))
+        x = F.gelu(F.max_pool2d(self.conv2(x), 2))
+        return self.drop(F.gelu(self.fc1(x.flatten(1))))
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc2(feats)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class LeNetOE(nn.Module):
+    """The Outlier Exposure paper's MNIST ConvNet (module docstring), same parameter names."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = SeededDropout(0.5, channels=True)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, num_classes)
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = sigmoid_gelu(F.max_pool2d(self.conv1(x), 2))
+        x = sigmoid_gelu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        return sigmoid_gelu(self.fc1(x.flatten(1)))
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc2(feats)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
 
 def build_model(name: str = "convnet", width: int = 32, num_classes: int = 10) -> nn.Module:
-    """The model for a config's ``[model]`` section."""
-    if name != "convnet":
-        raise ValueError(f"unknown model {name!r}; valid: convnet")
-    return ConvNet(width=width, num_classes=num_classes)
+    """The model for a config's ``[model]`` section (``lenet_oe`` has a fixed width)."""
+    if name == "convnet":
+        return ConvNet(width, num_classes)
+    if name == "convnet_flat":
+        return ConvNet(width, num_classes, flat_head=True)
+    if name == "lenet":
+        return LeNet(width, num_classes)
+    if name == "lenet_oe":
+        return LeNetOE(num_classes)
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
 
 
 def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_image(model: nn.Module, size: int = 28) -> int:
-    """Multiply-accumulates x 2 of the conv and linear layers for one image (forward pass)."""
+    """Forward FLOPs for one image: 2 x the multiply-accumulates of the convolutions and
+    linear layers (pooling, activations and normalisation are not counted)."""
     total = 0
 
     def hook(mod: nn.Module, inp, out) -> None:
