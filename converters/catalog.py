@@ -3,13 +3,25 @@
 ``fastmix/`` reads betons only through this catalog (names, paths, schema). A spec's ``family``
 names the underlying distribution, so evaluation can tell whether an OOD test set was *seen in
 training* (it shares the outlier source's family) or *held out*.
+
+Labels: a beton keeps its source's class labels whenever the source has them (MNIST,
+Fashion-MNIST, KMNIST, and notMNIST's letters A-J as 0-9), because whether a set is the
+in-distribution, the Outlier Exposure source or an OOD test set is the study's choice (its
+config), not the beton's. Sets without classes (synthetic noise, Omniglot, inverted MNIST,
+fractals) store -1. A spec's ``role`` therefore says what the beton is (a split, unlabelled,
+mixing pictures, a corrupted set), never how a study uses it.
+
+Every labelled IDX training set is split the same way: :func:`stratified_split` with
+``SPLIT_SEED`` takes ``VAL_SIZE`` (5,000) validation images stratified by class, the rest is the
+training split (55,000 of 60,000), so ``<set>_train`` and ``<set>_val`` are disjoint and together
+the official training set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,14 +53,19 @@ class DatasetSpec:
     """One beton of the catalog."""
 
     name: str  # beton name; may contain one '/' (e.g. mnist_c/fog)
-    role: str  # train | val | test | ood | outlier | mixing | corrupted
+    # train | val | test: a split of a labelled dataset (class labels kept);
+    # unlabelled: no classes (label -1), usable only as outliers or OOD test images;
+    # mixing: PixMix mixing pictures (label -1); corrupted: a -C set with its base's labels
+    role: str
     family: str  # distribution family (for seen-in-training labelling)
     required: bool
     builder: Callable[[BuildContext], Built] = field(compare=False, repr=False)
     params: dict[str, Any] = field(default_factory=dict)
     sources: tuple[RawFile, ...] = ()
-    version: str = "1"
+    version: str = "1"  # bump whenever the beton's content (images or labels) changes
     description: str = ""
+    # What this version changed, shown when convert rebuilds a beton recorded with an older one.
+    changes: str = field(default="", compare=False)
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the beton's content (not the raw file paths)."""
@@ -62,6 +79,29 @@ class DatasetSpec:
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def rebuild_reason(self, entry: Mapping[str, Any] | None) -> str | None:
+        """Why the beton that manifest ``entry`` records no longer matches this spec, or None.
+
+        None when there is no entry (a new beton) or the entry has this spec's fingerprint (the
+        file itself was missing or damaged). Otherwise: the version change with ``changes``,
+        else the parameters that changed, else the expected source checksums. `fastmix convert`
+        prints it for every beton it rebuilds, so a user sees why a valid-looking file was
+        replaced.
+        """
+        if not isinstance(entry, Mapping) or entry.get("fingerprint") == self.fingerprint():
+            return None
+        old = entry.get("version")
+        if old != self.version:
+            return f"spec version {old} -> {self.version}" + (
+                f": {self.changes}" if self.changes else "")
+        was = entry.get("params")
+        now = json.loads(json.dumps(self.params))  # as the manifest stores it
+        if isinstance(was, dict) and was != now:
+            diffs = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted({*was, *now})
+                     if was.get(k) != now.get(k)]
+            return "parameters changed: " + ", ".join(diffs)
+        return "the expected source checksums changed"
 
     def path(self, out_dir: str | Path) -> Path:
         """``<out_dir>/<name>.beton``; DataError for a name that would land outside out_dir."""
@@ -128,8 +168,13 @@ def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndar
     return np.flatnonzero(mask), val_idx
 
 
+def idx_builder(files: list[RawFile], split: str) -> Callable[[BuildContext], Built]:
+    """Builder for split ``split`` ('train' or 't10k') of an IDX dataset, class labels kept."""
+    return lambda ctx: ctx.idx_pair(files, split)
+
+
 def idx_ood_builder(files: list[RawFile], split: str) -> Callable[[BuildContext], Built]:
-    """Builder for an IDX dataset used as OOD: its images with every label set to -1."""
+    """Builder for an IDX dataset's images with every label set to -1 (labels discarded)."""
     return lambda ctx: _ood(ctx.idx_pair(files, split))
 
 
@@ -137,12 +182,20 @@ def _ood(built: Built) -> Built:
     return Built(built.images, np.full(len(built.images), -1, np.int64), built.sources, built.meta)
 
 
-def _mnist_split(which: str) -> Callable[[BuildContext], Built]:
+def split_builder(files: list[RawFile], which: str) -> Callable[[BuildContext], Built]:
+    """Builder for the ``which`` ('train' or 'val') part of an IDX dataset's training set.
+
+    Every dataset uses the same :func:`stratified_split` (``VAL_SIZE``, ``SPLIT_SEED``) of its
+    official training set, labels kept, so train and val are disjoint, together the full set,
+    and val has each class's share of the training set.
+    """
+    if which not in ("train", "val"):
+        raise ValueError(f"split part must be 'train' or 'val', got {which!r}")
+
     def build(ctx: BuildContext) -> Built:
-        full = ctx.idx_pair(src.MNIST, "train")
-        tr, va = ctx.memo(
-            "mnist_split", lambda: stratified_split(full.labels, VAL_SIZE, SPLIT_SEED)
-        )
+        full = ctx.idx_pair(files, "train")
+        tr, va = ctx.memo(("split", files[0].dataset),
+                          lambda: stratified_split(full.labels, VAL_SIZE, SPLIT_SEED))
         idx = tr if which == "train" else va
         return Built(full.images[idx], full.labels[idx], full.sources, {"indices_of": "train"})
 
@@ -208,7 +261,7 @@ def _corrupted(base: str, corruption: str, seed: int, official: str | None,
         if official:
             images, labels = mnist_c.load_official(official, corruption, split)
             return Built(images, labels, {}, {"origin": "official", "path": str(official)})
-        clean = ctx.memo(("base", base), lambda: CLEAN_BASES[base](ctx))
+        clean = ctx.memo(("base", base), lambda: CLEAN_BASES[base].builder(ctx))
         images = mnist_c.corrupt(clean.images, corruption, seed)
         meta = {"origin": "regenerated", "generator_version": mnist_c.GENERATOR_VERSION,
                 "seed": seed, "base": base}
@@ -217,13 +270,36 @@ def _corrupted(base: str, corruption: str, seed: int, official: str | None,
     return build
 
 
+@dataclass(frozen=True)
+class CleanBase:
+    """A clean 28x28 set that ``--corrupt`` can turn into a -C set, labels kept.
+
+    ``version`` is the version of the base's content: a -C spec's version is the corruption
+    generator's, with ``+base-<version>`` appended once the base is past version 1, so a change
+    of the base's labels or images rebuilds its -C sets too.
+    """
+
+    builder: Callable[[BuildContext], Built]
+    family: str
+    sources: tuple[RawFile, ...]
+    version: str = "1"
+    changes: str = ""
+
+
+_LABELS_KEPT = "class labels kept instead of -1"
+
 # Clean 28x28 sets that can be corrupted (``--corrupt NAME``), by beton name.
-CLEAN_BASES: dict[str, Callable[[BuildContext], Built]] = {
-    "mnist_test": lambda ctx: ctx.idx_pair(src.MNIST, "t10k"),
-    "mnist_train_full": lambda ctx: ctx.idx_pair(src.MNIST, "train"),
-    "fmnist_test": idx_ood_builder(src.FASHION_MNIST, "t10k"),
-    "kmnist_test": idx_ood_builder(src.KMNIST, "t10k"),
-    "notmnist_test": idx_ood_builder(src.NOTMNIST, "t10k"),
+CLEAN_BASES: dict[str, CleanBase] = {
+    "mnist_test": CleanBase(idx_builder(src.MNIST, "t10k"), "mnist", tuple(src.MNIST)),
+    "mnist_train_full": CleanBase(idx_builder(src.MNIST, "train"), "mnist", tuple(src.MNIST)),
+    "fmnist_test": CleanBase(idx_builder(src.FASHION_MNIST, "t10k"), "fashion-mnist",
+                             tuple(src.FASHION_MNIST), "2", _LABELS_KEPT),
+    "kmnist_test": CleanBase(idx_builder(src.KMNIST, "t10k"), "kmnist",
+                             tuple(f for f in src.KMNIST if f.name.startswith("t10k")), "2",
+                             _LABELS_KEPT),
+    "notmnist_test": CleanBase(idx_builder(src.NOTMNIST, "t10k"), "notmnist",
+                               tuple(src.NOTMNIST), "2",
+                               "letter labels A-J kept as 0-9 instead of -1"),
 }
 
 
@@ -253,47 +329,63 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
     from fastmix.converters.mnist_c import CORRUPTIONS
 
     o = opts or CatalogOptions()
+    split_params = {"split_seed": SPLIT_SEED, "val_size": VAL_SIZE}
+    kmnist_train = tuple(f for f in src.KMNIST if f.name.startswith("train"))
+
+    def test_spec(name: str, description: str) -> DatasetSpec:
+        base = CLEAN_BASES[name]
+        return DatasetSpec(name, "test", base.family, False, base.builder, {}, base.sources,
+                           base.version, description, base.changes)
+
     specs: list[DatasetSpec] = [
-        DatasetSpec("mnist_train", "train", "mnist", True, _mnist_split("train"),
-                    {"split_seed": SPLIT_SEED, "val_size": VAL_SIZE}, tuple(src.MNIST), "1",
+        DatasetSpec("mnist_train", "train", "mnist", True, split_builder(src.MNIST, "train"),
+                    split_params, tuple(src.MNIST), "1",
                     "MNIST training split (55,000), stratified"),
-        DatasetSpec("mnist_val", "val", "mnist", True, _mnist_split("val"),
-                    {"split_seed": SPLIT_SEED, "val_size": VAL_SIZE}, tuple(src.MNIST), "1",
+        DatasetSpec("mnist_val", "val", "mnist", True, split_builder(src.MNIST, "val"),
+                    split_params, tuple(src.MNIST), "1",
                     "MNIST validation split (5,000) held out from training"),
-        DatasetSpec("mnist_test", "test", "mnist", True,
-                    lambda ctx: ctx.idx_pair(src.MNIST, "t10k"), {}, tuple(src.MNIST), "1",
-                    "MNIST official test set (10,000)"),
-        DatasetSpec("fmnist_train", "outlier", "fashion-mnist", False,
-                    idx_ood_builder(src.FASHION_MNIST, "train"), {},
-                    tuple(src.FASHION_MNIST), "1", "Fashion-MNIST train (60,000), OE source"),
-        DatasetSpec("fmnist_test", "ood", "fashion-mnist", False,
-                    CLEAN_BASES["fmnist_test"], {}, tuple(src.FASHION_MNIST), "1",
-                    "Fashion-MNIST test (10,000)"),
-        DatasetSpec("kmnist_test", "ood", "kmnist", False, CLEAN_BASES["kmnist_test"], {},
-                    tuple(f for f in src.KMNIST if f.name.startswith("t10k")), "1",
-                    "Kuzushiji-MNIST test (10,000)"),
-        DatasetSpec("notmnist_test", "ood", "notmnist", False, CLEAN_BASES["notmnist_test"], {},
-                    tuple(src.NOTMNIST), "1", "notMNIST letters A-J (10,000)"),
-        DatasetSpec("omniglot", "ood", "omniglot", False, _omniglot, {"size": 28},
+        DatasetSpec("mnist_test", "test", "mnist", True, CLEAN_BASES["mnist_test"].builder, {},
+                    tuple(src.MNIST), "1", "MNIST official test set (10,000)"),
+        DatasetSpec("fmnist_train", "train", "fashion-mnist", False,
+                    split_builder(src.FASHION_MNIST, "train"), split_params,
+                    tuple(src.FASHION_MNIST), "2",
+                    "Fashion-MNIST training split (55,000), stratified",
+                    "class labels kept instead of -1; the stratified 55,000 of the official "
+                    "60,000 (the other 5,000 are fmnist_val)"),
+        DatasetSpec("fmnist_val", "val", "fashion-mnist", False,
+                    split_builder(src.FASHION_MNIST, "val"), split_params,
+                    tuple(src.FASHION_MNIST), "1",
+                    "Fashion-MNIST validation split (5,000) held out from fmnist_train"),
+        test_spec("fmnist_test", "Fashion-MNIST official test set (10,000)"),
+        DatasetSpec("kmnist_train", "train", "kmnist", False, split_builder(src.KMNIST, "train"),
+                    split_params, kmnist_train, "1",
+                    "Kuzushiji-MNIST training split (55,000), stratified"),
+        DatasetSpec("kmnist_val", "val", "kmnist", False, split_builder(src.KMNIST, "val"),
+                    split_params, kmnist_train, "1",
+                    "Kuzushiji-MNIST validation split (5,000) held out from kmnist_train"),
+        test_spec("kmnist_test", "Kuzushiji-MNIST official test set (10,000)"),
+        test_spec("notmnist_test", "notMNIST letters A-J as labels 0-9 (10,000)"),
+        DatasetSpec("omniglot", "unlabelled", "omniglot", False, _omniglot, {"size": 28},
                     tuple(src.OMNIGLOT_SMALL), _version_of("fastmix.converters.omniglot"),
-                    "Omniglot characters, 28x28 white on black"),
+                    "Omniglot characters, 28x28 white on black; no classes (label -1)"),
     ]
     synth_version = _version_of("fastmix.converters.synthetic")
     for kind in ("gaussian", "bernoulli", "uniform"):
         specs.append(DatasetSpec(
-            f"{kind}_noise", "ood", f"{kind}-noise", False,
+            f"{kind}_noise", "unlabelled", f"{kind}-noise", False,
             _synthetic(kind, SYNTHETIC_COUNT, o.synthetic_seed),
             {"n": SYNTHETIC_COUNT, "seed": o.synthetic_seed}, (), synth_version,
-            f"{kind} noise images (10,000)"))
-    specs.append(DatasetSpec("mnist_inverted", "ood", "mnist-inverted", False, _inverted_mnist,
-                             {}, tuple(src.MNIST), synth_version, "negative MNIST test, 255-x"))
+            f"{kind} noise images (10,000); no classes (label -1)"))
+    specs.append(DatasetSpec("mnist_inverted", "unlabelled", "mnist-inverted", False,
+                             _inverted_mnist, {}, tuple(src.MNIST), synth_version,
+                             "negative MNIST test, 255-x; no classes (label -1)"))
     frac_params = ({"folder": str(o.fractal_folder), "size": o.fractal_size} if o.fractal_folder
                    else {"n": o.fractal_count, "size": o.fractal_size, "seed": o.fractal_seed})
     specs.append(DatasetSpec(
         "fractals", "mixing", "fractals", True,
         _fractals(o.fractal_count, o.fractal_size, o.fractal_seed, o.fractal_folder),
         frac_params, (), _version_of("fastmix.converters.fractals"),
-        "grayscale IFS fractals, PixMix mixing pictures"))
+        "grayscale IFS fractals, PixMix mixing pictures; no classes (label -1)"))
     mc_version = _version_of("fastmix.converters.mnist_c")
     bases = [("mnist_test", "mnist_c", "test")]
     if o.mnist_c_train:
@@ -301,15 +393,16 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
     bases += [(b, b.replace("_test", "_c"), "test") for b in o.corrupt if b != "mnist_test"]
     for base, prefix, split in bases:
         official = o.mnist_c_official if base.startswith("mnist_") else None
+        clean = CLEAN_BASES[base]
+        version = mc_version if clean.version == "1" else f"{mc_version}+base-{clean.version}"
+        changes = f"{clean.changes}, like its base {base}" if clean.changes else ""
         for c in CORRUPTIONS:
             params = ({"official": str(official), "split": split} if official
                       else {"seed": o.mnist_c_seed, "base": base})
-            family = "mnist" if base.startswith("mnist_") else base.split("_")[0]
             specs.append(DatasetSpec(
-                f"{prefix}/{c}", "corrupted", family, False,
+                f"{prefix}/{c}", "corrupted", clean.family, False,
                 _corrupted(base, c, o.mnist_c_seed, official, split), params,
-                tuple(src.MNIST) if base.startswith("mnist_") else (),
-                mc_version, f"{c} corruption of {base}"))
+                clean.sources, version, f"{c} corruption of {base}", changes))
     return {s.name: s for s in specs}
 
 

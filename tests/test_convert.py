@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from fastmix.converters.beton import read_beton
 from fastmix.converters.build import convert, load_manifest
-from fastmix.converters.catalog import DatasetSpec, idx_ood_builder
+from fastmix.converters.catalog import DatasetSpec, idx_builder
 from fastmix.converters.idx import read_idx_images, write_idx
 from fastmix.converters.sources import RawFile, SourceResolver
 
@@ -119,7 +120,7 @@ def _kmnist_like(tmp_path, n=30, labels=None):
               labels if labels is not None else rng.integers(0, 10, n))
     files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
              for p in sorted(folder.iterdir())]
-    spec = DatasetSpec("kmnist_test", "ood", "kmnist", False, idx_ood_builder(files, "t10k"),
+    spec = DatasetSpec("kmnist_test", "test", "kmnist", False, idx_builder(files, "t10k"),
                        {}, tuple(files))
     return folder, spec
 
@@ -132,7 +133,8 @@ def test_kmnist_code_path_on_small_real_format_files(tmp_path):
     assert result.built == ["kmnist_test"]
     x, y = read_beton(tmp_path / "out" / "kmnist_test.beton")
     np.testing.assert_array_equal(x, read_idx_images(folder / "t10k-images-idx3-ubyte.gz"))
-    assert (y == -1).all()
+    raw_labels = gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    np.testing.assert_array_equal(y, np.frombuffer(raw_labels, np.uint8, offset=8))  # kept
     entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["betons"]["kmnist_test"]
     assert entry["family"] == "kmnist" and entry["count"] == 30
 
