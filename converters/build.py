@@ -36,6 +36,7 @@ class ConvertResult:
     built: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # optional sets whose source is missing
+    rebuilt: dict[str, str] = field(default_factory=dict)  # built over an older spec: why
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -154,7 +155,8 @@ def _convert_locked(catalog: dict[str, DatasetSpec], names: list[str], out: Path
             result.up_to_date.append(name)
             continue
         t = time.perf_counter()
-        if manifest["betons"].pop(name, None) is not None:
+        old = manifest["betons"].pop(name, None)
+        if old is not None:
             save_manifest(out, manifest)  # no entry describes the file while it is replaced
         try:
             built = spec.builder(ctx)
@@ -187,6 +189,8 @@ def _convert_locked(catalog: dict[str, DatasetSpec], names: list[str], out: Path
         }
         save_manifest(out, manifest)
         result.built.append(name)
+        if (why := spec.rebuild_reason(old)) is not None:
+            result.rebuilt[name] = why
     save_manifest(out, manifest)
     result.seconds = time.perf_counter() - t0
     return result
@@ -210,6 +214,7 @@ def summary_lines(result: ConvertResult, catalog: dict[str, DatasetSpec]) -> lis
         f"skipped {len(result.skipped)}, failed {len(result.failed)} "
         f"in {result.seconds:.1f} s"
     ]
+    lines += [f"{name}: rebuilt ({why})" for name, why in result.rebuilt.items()]
     for name, why in result.skipped.items():
         tag = "REQUIRED" if catalog[name].required else "optional"
         first = why.splitlines()[0]
