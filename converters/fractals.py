@@ -33,9 +33,9 @@ outside ``[MIN_COVERAGE, MAX_COVERAGE]`` is rejected and the IFS resampled from 
 times; should all fail (odds about 0.2**64) the attempt with the best coverage is kept.
 
 Determinism: every random number comes from a counter-based splitmix64 stream (Steele, Lea &
-Flood, OOPSLA 2014) keyed by ``(seed, image index, attempt)``, so a picture depends only on those
-and never on the Numba thread count, the chunking or ``start``. Bump ``GENERATOR_VERSION`` whenever
-the output for a given seed changes.
+Flood, OOPSLA 2014; ``fastmix.rng``) keyed by ``(seed, image index, attempt)``, so a picture
+depends only on those and never on the Numba thread count, the chunking or ``start``. Bump
+``GENERATOR_VERSION`` whenever the output for a given seed changes.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastmix.errors import ConfigError, DataError
+from fastmix.rng import GAMMA, MASK64, _u64, mix, next_uniform
 
 GENERATOR_VERSION = "ifs-chaos-1"
 
@@ -68,39 +69,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 _CHUNK = 512
 
-# --- counter-based RNG (splitmix64) ------------------------------------------------------------
+# --- random streams (splitmix64 from fastmix.rng) ----------------------------------------------
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
-_SEED_SALT = np.uint64(0xD1B54A32D192ED03)
-_SH30 = np.uint64(30)
-_SH27 = np.uint64(27)
-_SH31 = np.uint64(31)
-_SH11 = np.uint64(11)
-_INV_2_53 = 1.0 / 9007199254740992.0
-
-
-@njit(cache=True)
-def _mix64(z):
-    """splitmix64 finaliser: a bijective avalanche hash of a uint64."""
-    z = (z ^ (z >> _SH30)) * _MUL1
-    z = (z ^ (z >> _SH27)) * _MUL2
-    return z ^ (z >> _SH31)
-
-
-@njit(cache=True)
-def _uniform(state):
-    """Advance a splitmix64 state; return (new state, float64 uniform in [0, 1))."""
-    state = state + _GOLDEN
-    return state, np.float64(_mix64(state) >> _SH11) * _INV_2_53
+_SEED_SALT = 0xD1B54A32D192ED03
+"""Odd constant that separates the per-image and per-attempt stream keys."""
 
 
 @njit(cache=True)
 def _attempt_state(seed_key, index, attempt):
     """Stream start for (seed, image index, attempt): nested hashes, so streams never overlap."""
-    k = _mix64(seed_key ^ _mix64(np.uint64(index) * _GOLDEN + _SEED_SALT))
-    return _mix64(k + np.uint64(attempt + 1) * _SEED_SALT)
+    k = mix(_u64(seed_key) ^ mix((_u64(index) * GAMMA + _SEED_SALT) & MASK64))
+    return mix((k + _u64(attempt + 1) * _SEED_SALT) & MASK64)
 
 
 # --- IFS sampling -------------------------------------------------------------------------------
@@ -114,9 +93,9 @@ def _sample_ifs(state, maps, cum_p):
     Singular values follow Anderson & Farrell (WACV 2022): pair i takes s1 in [lo, hi] where the
     bounds keep the remaining weighted sum reachable by the remaining maps (each adds 0..3).
     """
-    state, u = _uniform(state)
+    state, u = next_uniform(state)
     n = 2 + int(u * 3.0)
-    state, u = _uniform(state)
+    state, u = next_uniform(state)
     alpha = (4.5 + n) / 2.0 + u
     budget = alpha  # weighted sum s1 + 2 s2 still to hand out
     excess = alpha - 3.0 * (n - 1)  # part of the budget the later maps cannot absorb
@@ -124,13 +103,13 @@ def _sample_ifs(state, maps, cum_p):
     for i in range(n - 1):
         lo = max(0.0, excess / 3.0)
         hi = min(1.0, budget)
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         s1 = lo + (hi - lo) * u
         budget -= s1
         excess -= s1
         lo = max(0.0, excess / 2.0)
         hi = min(s1, budget / 2.0)
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         s2 = lo + (hi - lo) * u
         budget -= 2.0 * s2
         excess = excess - 2.0 * s2 + 3.0
@@ -138,20 +117,20 @@ def _sample_ifs(state, maps, cum_p):
         svals[i, 1] = s2
     lo = max(0.0, (budget - 1.0) / 2.0)
     hi = budget / 3.0
-    state, u = _uniform(state)
+    state, u = next_uniform(state)
     s2 = lo + (hi - lo) * u
     svals[n - 1, 0] = budget - 2.0 * s2
     svals[n - 1, 1] = s2
 
     total = 0.0
     for i in range(n):
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         theta = (2.0 * u - 1.0) * math.pi
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         phi = (2.0 * u - 1.0) * math.pi
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         d1 = 1.0 if u < 0.5 else -1.0
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         d2 = 1.0 if u < 0.5 else -1.0
         ct, st = math.cos(theta), math.sin(theta)
         cp, sp = math.cos(phi), math.sin(phi)
@@ -165,9 +144,9 @@ def _sample_ifs(state, maps, cum_p):
         maps[i, 1] = ct * m12 - st * m22
         maps[i, 2] = st * m11 + ct * m21
         maps[i, 3] = st * m12 + ct * m22
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         maps[i, 4] = 2.0 * u - 1.0
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         maps[i, 5] = 2.0 * u - 1.0
         w = s1 * s2 + 0.02  # |det A_i| + floor: small maps still get points
         total += w
@@ -192,7 +171,7 @@ def _pick(cum_p, n, u):
 @njit(cache=True, inline="always")
 def _chaos_step(state, maps, cum_p, n, x, y):
     """One chaos-game step: pick map k with probability p_k, return (state, w_k(x, y))."""
-    state, u = _uniform(state)
+    state, u = next_uniform(state)
     k = _pick(cum_p, n, u)
     xn = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
     yn = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
@@ -227,16 +206,16 @@ def _render_attempt(state, size, points, hist, img):
     extent = max(xmax - xmin, ymax - ymin)
     if not (extent > 1e-9) or not (extent < 1e9):
         return 0.0
-    state, u = _uniform(state)
+    state, u = next_uniform(state)
     fill = 0.85 + 0.13 * u
     scale = fill * hs / extent
     cx = 0.5 * (xmin + xmax)
     cy = 0.5 * (ymin + ymax)
     half = 0.5 * hs
     # randomness for the tone map is drawn now (pass 2 replays from s0)
-    state, u_blur = _uniform(state)
-    state, u_gamma = _uniform(state)
-    state, u_bright = _uniform(state)
+    state, u_blur = next_uniform(state)
+    state, u_gamma = next_uniform(state)
+    state, u_bright = next_uniform(state)
 
     # pass 2: histogram
     hist[:, :] = 0
@@ -347,7 +326,7 @@ def default_points(size: int) -> int:
 
 
 def _seed_key(seed: int) -> np.uint64:
-    return np.uint64(int(_mix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))))
+    return np.uint64(int(mix(np.uint64(seed & MASK64))))
 
 
 def generate_fractals(

@@ -20,7 +20,8 @@ of all ``CHUNK`` samples of the chunk with fixed shapes, whatever part of the ch
 The randomness of a sample therefore depends only on ``(seed, corruption, global index)``:
 ``corrupt(x, n, s)[a:b]`` equals ``corrupt(x[a:b], n, s, start=a)``, and the internal blocking
 never changes a result. Fog draws one 64-bit key per sample and grows that sample's plasma
-fractal from a counter-based splitmix64 stream (Steele, Lea & Flood, OOPSLA 2014) in Numba.
+fractal from a counter-based splitmix64 stream (Steele, Lea & Flood, OOPSLA 2014;
+``fastmix.rng.next_uniform``) in Numba.
 Bump ``GENERATOR_VERSION`` whenever the output for a given seed changes.
 
 Deviations from the reference (all documented at the function)
@@ -60,6 +61,7 @@ from numba import njit
 from scipy import ndimage
 
 from fastmix.errors import DataError
+from fastmix.rng import next_uniform
 
 CORRUPTIONS: tuple[str, ...] = (
     "shot_noise",
@@ -435,24 +437,6 @@ def stripe(x: np.ndarray, p: Params | None = None) -> np.ndarray:
 
 FOG_AMOUNT, FOG_DECAY, FOG_MAPSIZE = 3.0, 1.4, 256
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
-_SH30, _SH27, _SH31, _SH11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-_TWO_M53 = 1.0 / 9007199254740992.0
-
-
-@njit(cache=True, inline="always")
-def _splitmix(state):  # pragma: no cover - compiled
-    """splitmix64: the next state and a uniform in [0, 1) (53 bits)."""
-    state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> _SH30)) * _MUL1
-    z = (z ^ (z >> _SH27)) * _MUL2
-    z = z ^ (z >> _SH31)
-    return state, np.int64(z >> _SH11) * _TWO_M53
-
-
 @njit(cache=True)
 def _plasma(key, m, decay, out):  # pragma: no cover - compiled (parity test uses py_func)
     """Diamond-square height map on an ``m x m`` torus into ``out`` (float64), in the reference's
@@ -475,7 +459,7 @@ def _plasma(key, m, decay, out):  # pragma: no cover - compiled (parity test use
                 if jp >= m:
                     jp -= m
                 s = out[i - h, j - h] + out[ip, j - h] + out[i - h, jp] + out[ip, jp]
-                state, u = _splitmix(state)
+                state, u = next_uniform(state)
                 out[i, j] = 0.25 * s + amp * (2.0 * u - 1.0)
         for i in range(0, m, step):
             im = i - h
@@ -486,7 +470,7 @@ def _plasma(key, m, decay, out):  # pragma: no cover - compiled (parity test use
                 if jp >= m:
                     jp -= m
                 s = out[im, j] + out[i + h, j] + out[i, j - h] + out[i, jp]
-                state, u = _splitmix(state)
+                state, u = next_uniform(state)
                 out[i, j] = 0.25 * s + amp * (2.0 * u - 1.0)
         for i in range(h, m, step):
             ip = i + h
@@ -497,7 +481,7 @@ def _plasma(key, m, decay, out):  # pragma: no cover - compiled (parity test use
                 if jm < 0:
                     jm += m
                 s = out[i, jm] + out[i, j + h] + out[i - h, j] + out[ip, j]
-                state, u = _splitmix(state)
+                state, u = next_uniform(state)
                 out[i, j] = 0.25 * s + amp * (2.0 * u - 1.0)
         step = h
         wib /= decay

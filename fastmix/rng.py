@@ -1,4 +1,4 @@
-"""Counter-based per-sample random numbers (splitmix64) for the Numba augmentation kernels.
+"""Counter-based random numbers (splitmix64) for the Numba kernels: augmentation, fractals, fog.
 
 Every random draw an augmentation makes for one sample comes from a stream seeded by
 ``sample_state(seed, epoch, index)``, so what a sample receives depends only on (seed, epoch,
@@ -9,6 +9,12 @@ OOPSLA 2014; the constants of Vigna's public-domain ``splitmix64.c``). The state
 that advances by the golden-ratio increment ``GAMMA``; each output is the state passed through
 the splitmix64 finaliser ``mix``. ``sample_state`` chains the finaliser over seed, epoch and
 index.
+
+Two forms of the same step: ``next_u64`` / ``uniform`` / ``randint`` / ``beta`` advance a
+one-element uint64 array in place (the augmentation kernels pass it down their call chains), and
+``next_uniform(state) -> (state, u)`` takes and returns the state as a value (the converters'
+generators thread it through their loops). Both advance with ``advance`` and draw through
+``mix``, so one state gives the same numbers in either form.
 
 The functions are ``@njit(cache=True)`` and also run with the JIT disabled
 (``NUMBA_DISABLE_JIT=1``), where they work on Python ints masked to 64 bits. Numba's uint64
@@ -91,23 +97,45 @@ def new_state(seed, epoch, index):
 
 
 @njit(cache=True)
+def advance(s):
+    """The next splitmix64 state: ``s + GAMMA`` modulo 2**64."""
+    return (_u64(s) + GAMMA) & MASK64
+
+
+@njit(cache=True)
 def next_u64(state):
     """Advance ``state`` (uint64 array of length 1) by GAMMA and return ``mix`` of the new value."""
-    s = (_u64(state[0]) + GAMMA) & MASK64
+    s = advance(state[0])
     state[0] = s
     return mix(s)
 
 
 @njit(cache=True)
 def unit_from_u64(z):
-    """The top 53 bits of a uint64 as a float64 in [0, 1)."""
-    return (z >> 11) * INV_2_53
+    """The top 53 bits of a uint64 as a float64 in [0, 1).
+
+    The 53-bit integer goes through int64, whose conversion to float64 is one instruction
+    (uint64's is several on x86-64); both are exact below 2**53, so the value is the same.
+    """
+    return _i64(z >> 11) * INV_2_53
 
 
 @njit(cache=True)
 def uniform(state):
     """A float64 uniform on [0, 1) (53 random bits)."""
     return unit_from_u64(next_u64(state))
+
+
+@njit(cache=True)
+def next_uniform(state):
+    """Functional step on a uint64 state value: ``(advance(state), uniform in [0, 1))``.
+
+    The same draw as ``uniform`` on a one-element array holding ``state``; for loops that carry
+    the state in a local variable instead of an array. Called from Python, pass the state as
+    ``np.uint64``: Numba types a Python int as int64 and refuses one of 2**63 or more.
+    """
+    s = advance(state)
+    return s, unit_from_u64(mix(s))
 
 
 @njit(cache=True)

@@ -1,8 +1,13 @@
-"""Shared fixtures: the real data beside the checkout (skip cleanly when absent)."""
+"""Shared fixtures and helpers: the real data beside the checkout (skip cleanly when absent),
+converted betons, and a fresh interpreter for the JIT-on vs JIT-off parity tests.
+
+Plain helpers are imported as ``from tests.conftest import ...``."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +41,15 @@ def data_dir(shared_data, tmp_path_factory) -> Path:
                  "--cache", str(out.parent / "raw-cache")])
     assert code == 0
     return out
+
+
+def run_python(code: str, *args: str, jit: bool = True, timeout: float = 300) -> None:
+    """Run ``code`` (with ``args`` as ``sys.argv[1:]``) in a fresh interpreter in the repository
+    root, so ``tests`` is importable, with ``NUMBA_DISABLE_JIT=1`` unless ``jit``.
+
+    A RuntimeWarning is an error there: the kernels' pure-Python path works on Python ints, and a
+    warning means NumPy integer overflow crept in, which the compiled path would not show.
+    """
+    env = dict(os.environ, NUMBA_DISABLE_JIT="0" if jit else "1")
+    subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code, *args], cwd=REPO,
+                   env=env, check=True, timeout=timeout)  # fmt: skip

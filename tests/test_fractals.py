@@ -1,10 +1,9 @@
-"""Tests for fastmix.converters.fractals: IFS fractal generator, image-folder import, preview grid."""
+"""Tests for fastmix.converters.fractals: IFS fractal generator, image-folder import, preview
+grid."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numba
@@ -21,8 +20,7 @@ from fastmix.converters.fractals import (
 from PIL import Image
 
 from fastmix.errors import ConfigError, DataError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_python
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +95,10 @@ def test_jit_off_parity(tmp_path):
     args = dict(n=3, size=16, seed=7, points=1024, start=5)
     jit = generate_fractals(**args)
     out = tmp_path / "nojit.npy"
-    code = (
-        "import numpy as np\n"
-        "from fastmix.converters.fractals import generate_fractals\n"
-        "with np.errstate(over='ignore'):\n"  # uint64 wrap-around is intended (splitmix64)
-        f"    x = generate_fractals(**{args!r})\n"
-        f"np.save({str(out)!r}, x)\n"
-    )
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+    run_python("import sys\n"
+               "import numpy as np\n"
+               "from fastmix.converters.fractals import generate_fractals\n"
+               f"np.save(sys.argv[1], generate_fractals(**{args!r}))\n", str(out), jit=False)
     np.testing.assert_array_equal(np.load(out), jit)
 
 

@@ -1,4 +1,5 @@
-"""Numba kernels (fastmix.rng, fastmix.augment.pixmix) against independent NumPy / Pillow references.
+"""Numba kernels (fastmix.rng, fastmix.augment.pixmix) against independent NumPy / Pillow
+references.
 
 References here are written from the PixMix paper's code (andyzoujm/pixmix pixmix_utils.py,
 cifar.py) and Pillow's public API, fed the same random draws (the kernel's "plan").
@@ -6,9 +7,6 @@ cifar.py) and Pillow's public API, fed the same random draws (the kernel's "plan
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,8 +18,8 @@ from scipy import stats
 
 from fastmix import rng
 from fastmix.augment import pillow_ops, pixmix, salt_pepper
+from tests.conftest import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 H = W = 28
 # Max |kernel - reference| for full PixMix: NumPy's float32 power may differ from libm powf
 # by an ulp or two, and a few mixing rounds can amplify that; everything else is exact.
@@ -140,7 +138,8 @@ def ref_salt_pepper(x, seed, epoch, index, amount):
     return out
 
 
-def _plans(n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=pillow_ops.N_OPS_BASIC, bank=(7, 32, 32)):
+def _plans(n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=pillow_ops.N_OPS_BASIC,
+           bank=(7, 32, 32)):
     idx = np.arange(n, dtype=np.int64)
     return pixmix.draw_pixmix_plans(seed, epoch, idx, bank, H, W, k, beta, severity, n_ops)
 
@@ -313,7 +312,8 @@ def test_coins_are_fair_and_ops_uniform(many_plans):
     p = many_plans
     assert _coin_ok(p[:, pixmix.P_AUG] == 1)
     r = p[:, pixmix.P_ROUNDS].astype(int)
-    ops, levels, signs, partner_aug, mixes = [p[p[:, pixmix.P_AUG] == 1, pixmix.P_OP]], [], [], [], []
+    ops = [p[p[:, pixmix.P_AUG] == 1, pixmix.P_OP]]
+    levels, signs, partner_aug, mixes = [], [], [], []
     levels.append(p[p[:, pixmix.P_AUG] == 1, pixmix.P_LEVEL])
     signs.append(p[p[:, pixmix.P_AUG] == 1, pixmix.P_SIGN])
     for j in range(4):
@@ -338,7 +338,8 @@ def test_coins_are_fair_and_ops_uniform(many_plans):
 def test_get_ab_follows_its_beta_laws(many_plans):
     p = many_plans
     r = p[:, pixmix.P_ROUNDS].astype(int)
-    ab = np.concatenate([p[r > j, 8 + 7 * j + pixmix.R_A : 8 + 7 * j + pixmix.R_B + 1] for j in range(4)])
+    ab = np.concatenate([p[r > j, 8 + 7 * j + pixmix.R_A : 8 + 7 * j + pixmix.R_B + 1]
+                         for j in range(4)])
     a, b = ab[:, 0], ab[:, 1]
     first = a < 1.0  # branch 1: a ~ Beta(3,1) < 1, b > 0; branch 2: a = 1 + Beta(1,3) > 1, b < 0
     assert np.all((b > 0) == first)
@@ -362,6 +363,21 @@ def test_rng_uniform_randint_and_beta_laws():
     assert stats.kstest(x, stats.beta(1, 2.5).cdf).pvalue > 1e-3
     with pytest.raises(ValueError):
         rng.beta(st, 2.0, 2.0)
+
+
+def test_next_uniform_is_splitmix64_and_the_array_forms_step():
+    """Vigna's splitmix64.c seeded with 0 first outputs 0xE220A8397B1DCDAF, then
+    0x6E789E6AA1B965F4; the functional step draws what ``uniform`` draws from the same state."""
+    s, u = rng.next_uniform(np.uint64(0))
+    assert s == rng.GAMMA and u == (0xE220A8397B1DCDAF >> 11) * 2.0**-53
+    s, u = rng.next_uniform(np.uint64(s))  # a Python int over 2**63 does not type as uint64
+    assert s == 2 * rng.GAMMA % 2**64 and u == (0x6E789E6AA1B965F4 >> 11) * 2.0**-53
+    st = rng.new_state(3, 1, 4)
+    s = st[0]
+    for _ in range(1000):
+        s, u = rng.next_uniform(np.uint64(s))
+        assert u == rng.uniform(st) and s == st[0]
+        assert 0.0 <= u < 1.0
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -418,25 +434,28 @@ _JIT_SCRIPT = textwrap.dedent(
     pixmix.pixmix_batch(images, idx, bank, px, 5, 3, 4, 3.0, 3.0, pillow_ops.N_OPS_ALL)
     sp = np.empty(images.shape, np.float32)
     salt_pepper.salt_pepper_batch(images, idx, sp, 5, 3, 0.3)
-    plans = pixmix.draw_pixmix_plans(5, 3, idx, bank.shape, 28, 28, 4, 3.0, 3.0, pillow_ops.N_OPS_ALL)
+    plans = pixmix.draw_pixmix_plans(5, 3, idx, bank.shape, 28, 28, 4, 3.0, 3.0,
+                                     pillow_ops.N_OPS_ALL)
     ops = np.empty((pillow_ops.N_OPS_ALL, 2, 28, 28), np.uint8)
     for op in range(pillow_ops.N_OPS_ALL):
         for j in range(2):
             pillow_ops.augment_u8(images[j], op, 2.0 + 3.5 * j, 1.0 - 2.0 * j, ops[op, j])
     st = rng.new_state(-1, 2**40, 7)
-    draws = np.array([float(rng.next_u64(st) >> 11) for _ in range(5)]
-                     + [rng.uniform(st), float(rng.randint(st, -3, 11)),
-                        rng.beta(st, 3.0, 1.0), rng.beta(st, 1.0, 3.0)])
+    draws = [float(rng.next_u64(st) >> 11) for _ in range(5)]
+    draws += [rng.uniform(st), float(rng.randint(st, -3, 11)),
+              rng.beta(st, 3.0, 1.0), rng.beta(st, 1.0, 3.0)]
+    s = rng.sample_state(-1, 2**40, 7)
+    for _ in range(5):
+        s, u = rng.next_uniform(np.uint64(s))  # a Python int over 2**63 does not type as uint64
+        draws += [u, float(s >> 11)]
+    draws = np.array(draws)
     np.savez(sys.argv[1], px=px, sp=sp, plans=plans, ops=ops, draws=draws)
     """
 )
 
 
 def _run_kernels_script(path: Path, disable_jit: bool) -> dict:
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    subprocess.run([sys.executable, "-c", _JIT_SCRIPT, str(path)], check=True, env=env,
-                   cwd=ROOT, timeout=300)  # fmt: skip
+    run_python(_JIT_SCRIPT, str(path), jit=not disable_jit)
     with np.load(path) as f:
         return dict(f)
 
