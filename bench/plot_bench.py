@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastmix.files import atomic_write
+
 
 def plot_loader(loader: dict, path: str | Path, title: str = "") -> Path:
     """Bar chart (log scale) of ``run_loader_bench``'s images/second: for each pipeline the
     per-sample PyTorch baseline and fastmix at each thread count, with the fastmix / baseline
-    ratio written above fastmix's fastest bar. Written atomically (temp file, then rename)."""
+    ratio written above fastmix's fastest bar. Written atomically
+    (``fastmix.files.atomic_write``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,9 +46,7 @@ def plot_loader(loader: dict, path: str | Path, title: str = "") -> Path:
     ax.legend(fontsize=8, loc="upper right", ncols=3)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)

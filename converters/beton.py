@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from fastmix.errors import DataError
+from fastmix.files import TMP_MARK, temporary_name
 
-TMP_MARK = ".tmp-"
 WORKER_DIED = 3  # exit status of the writer process when an FFCV worker died
 
 
@@ -139,7 +139,7 @@ def write_beton(
     workers = num_workers or 1
     import ffcv.writer  # noqa: F401  (import once here, not in every forked child: ~4 s)
 
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = temporary_name(path)  # the name atomic_write uses; clean_stale_temporaries finds it
     ctx = mp.get_context("fork")
     proc = ctx.Process(target=_write_child, args=(str(tmp), images, labels, workers))
     try:

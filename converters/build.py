@@ -23,7 +23,7 @@ from fastmix.converters.sources import SourceResolver
 from tqdm import tqdm
 
 from fastmix.errors import DataError, SourceUnavailable
-from fastmix.files import folder_lock
+from fastmix.files import atomic_write, folder_lock
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -62,17 +62,12 @@ def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write the manifest atomically (temporary file, fsync, rename)."""
+    """Write the manifest atomically (``fastmix.files.atomic_write``): a reader, or a run after
+    a crash, sees the previous manifest or this one, never a torn file."""
     path = Path(out_dir) / MANIFEST
-    tmp = path.with_name(f"{MANIFEST}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
 

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
 from fastmix.errors import ConfigError, DataError
+from fastmix.files import atomic_write
 from fastmix.rng import GAMMA, MASK64, _u64, mix, next_uniform
 
 GENERATOR_VERSION = "ifs-chaos-1"
@@ -468,8 +468,8 @@ def fractal_preview(
     images: np.ndarray, out_path: str | os.PathLike, n: int = 64, scale: int = 3
 ) -> Path:
     """Write the first ``n`` pictures as a PNG grid (``ceil(sqrt(n))`` columns, each tile
-    upscaled ``scale`` times, nearest neighbour, grey 2-pixel gutters). The file is written under
-    a temporary name in the destination folder and renamed into place. Returns the path."""
+    upscaled ``scale`` times, nearest neighbour, grey 2-pixel gutters), atomically
+    (``fastmix.files.atomic_write``: readers never see a partial PNG). Returns the path."""
     from PIL import Image
 
     images = np.asarray(images)
@@ -491,15 +491,4 @@ def fractal_preview(
         tile = np.repeat(np.repeat(images[i], scale, axis=0), scale, axis=1)
         y, x = gap + r * (h + gap), gap + c * (w + gap)
         canvas[y : y + h, x : x + w] = tile
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(canvas).save(f, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(out_path, lambda f: Image.fromarray(canvas).save(f, format="PNG"))

@@ -61,6 +61,7 @@ from numba import njit
 from scipy import ndimage
 
 from fastmix.errors import DataError
+from fastmix.files import atomic_write
 from fastmix.rng import next_uniform
 
 CORRUPTIONS: tuple[str, ...] = (
@@ -927,7 +928,7 @@ def load_official(path: str | os.PathLike, corruption: str,
 def preview_png(images: np.ndarray, out_path: str | os.PathLike, seed: int,
                 n_cols: int = 8) -> Path:
     """A PNG grid: row "clean" then one row per corruption, the same first ``n_cols`` digits in
-    every row (Agg backend, written to a temporary name then renamed)."""
+    every row (Agg backend, written atomically by ``fastmix.files.atomic_write``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -947,10 +948,4 @@ def preview_png(images: np.ndarray, out_path: str | os.PathLike, seed: int,
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.2, right=0.98, top=0.99, bottom=0.01, hspace=0.08)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100))

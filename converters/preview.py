@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from fastmix.converters.build import load_manifest, manifest_beton_path
 
+from fastmix.files import atomic_write
+
 
 def read_spread(path: Path, n: int, count: int) -> np.ndarray:
     """``n`` images spread evenly over a beton of ``count``, read with the real FFCV Loader."""
@@ -23,7 +25,8 @@ def read_spread(path: Path, n: int, count: int) -> np.ndarray:
 
 
 def write_preview(out_dir: str | os.PathLike, png: str | os.PathLike, n: int = 12) -> Path:
-    """One row per beton listed in ``out_dir``'s manifest, ``n`` samples each."""
+    """One row per beton listed in ``out_dir``'s manifest, ``n`` samples each; the PNG is
+    written atomically (``fastmix.files.atomic_write``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,8 +48,7 @@ def write_preview(out_dir: str | os.PathLike, png: str | os.PathLike, n: int = 1
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
-    tmp = png.with_name(png.name + f".tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    try:
+        return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=80))
+    finally:
+        plt.close(fig)

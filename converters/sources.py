@@ -20,10 +20,12 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from fastmix.converters.idx import read_bytes
 
 from fastmix.errors import DataError, SourceUnavailable
+from fastmix.files import atomic_write
 
 NETWORK_TIMEOUT_S = 8.0
 
@@ -234,13 +236,14 @@ class SourceResolver:
 
 
 def download(url: str, rf: RawFile, cache_dir: Path, timeout_s: float = NETWORK_TIMEOUT_S) -> Path:
-    """Fetch ``url`` to a temporary file in the cache, verify it, then rename it into place."""
+    """Fetch ``url`` into the cache through ``fastmix.files.atomic_write``: the transfer goes to
+    a temporary file that is verified before it is renamed into place, so the cache never holds
+    a partial or unverified copy under the real name."""
     dest = cache_dir / rf.dataset / rf.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    try:
+
+    def fetch(f: BinaryIO) -> None:
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(tmp, "wb") as f:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 expected = resp.headers.get("Content-Length")
                 size = 0
                 while block := resp.read(1 << 20):
@@ -255,8 +258,10 @@ def download(url: str, rf: RawFile, cache_dir: Path, timeout_s: float = NETWORK_
             raise DataError(f"network error: {reason}") from None
         except OSError as e:  # http.client.IncompleteRead and friends
             raise DataError(f"interrupted transfer: {e}") from None
-        verify(tmp, rf)
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+        f.flush()
+        verify(Path(f.name), rf)
+
+    try:
+        return atomic_write(dest, fetch)
+    except OSError as e:  # the cache folder or its temporary file cannot be created
+        raise DataError(f"{dest}: cannot write to the cache ({e.strerror or e})") from None

@@ -29,11 +29,12 @@ import pytest
 from fastmix.converters.build import convert, load_manifest
 from fastmix.converters.catalog import DatasetSpec, idx_ood_builder
 from fastmix.converters.idx import write_idx
-from fastmix.converters.sources import RawFile, SourceResolver
+from fastmix.converters.sources import RawFile, SourceResolver, download
 from PIL import Image
 
 from fastmix.cli import main
 from fastmix.config import dumps, load_config
+from fastmix.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,6 +203,17 @@ def test_output_folder_under_a_regular_file(tmp_path, capsys):
     assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
     err = capsys.readouterr().err
     assert f"{out}: cannot create output folder (Not a directory)" in err
+
+
+def test_download_cache_under_a_regular_file(tmp_path):
+    """A cache folder that cannot be created fails the download with a DataError naming the
+    file (the resolver lists it among what it tried), not an OSError traceback."""
+    (tmp_path / "file").write_text("a regular file")
+    rf = RawFile("mnist", "t10k-labels-idx1-ubyte.gz", md5_content="0" * 32)
+    dest = tmp_path / "file" / "mnist" / rf.name
+    with pytest.raises(DataError, match="cannot write to the cache") as e:
+        download("http://127.0.0.1:9/never-contacted", rf, tmp_path / "file")
+    assert str(e.value).startswith(f"{dest}: cannot write to the cache (Not a directory")
 
 
 def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
