@@ -3,7 +3,9 @@
 A beton is up to date when its manifest entry has the spec's current fingerprint (builder
 version, parameters, expected source checksums) and the file on disk has the recorded size and
 sha256. Everything else is rebuilt. The manifest is rewritten atomically after every beton, so
-an interrupted run keeps what it finished and never records a beton it did not finish.
+an interrupted run keeps what it finished and never records a beton it did not finish. A run
+that builds nothing into a folder without a manifest (every build failed or was skipped) writes
+none: an empty manifest would read as a finished conversion.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ def _convert_locked(catalog: dict[str, DatasetSpec], names: list[str], out: Path
         result.built.append(name)
         if (why := spec.rebuild_reason(old)) is not None:
             result.rebuilt[name] = why
-    save_manifest(out, manifest)
+    if (out / MANIFEST).exists():  # else nothing was built, and no manifest existed before
+        save_manifest(out, manifest)
     result.seconds = time.perf_counter() - t0
     return result
 

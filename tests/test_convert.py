@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastmix.converters.beton import read_beton
 from fastmix.converters.build import convert, load_manifest
-from fastmix.converters.catalog import DatasetSpec, idx_builder
+from fastmix.converters.catalog import Built, DatasetSpec, idx_builder
 from fastmix.converters.idx import read_idx_images, write_idx
 from fastmix.converters.sources import RawFile, SourceResolver
 
@@ -148,6 +148,29 @@ def test_bad_labels_fail_and_write_no_beton(tmp_path):
     assert "t10k-labels-idx1-ubyte.gz" in result.failed["kmnist_test"]
     assert not list((tmp_path / "out").glob("*.beton*"))
     assert load_manifest(tmp_path / "out")["betons"] == {}
+
+
+def test_a_convert_that_builds_nothing_writes_no_manifest(tmp_path):
+    """Every build failed in a new folder: no manifest.json appears (an empty one would read as
+    a finished conversion). Where a manifest exists, a failed build leaves its entries as they
+    were."""
+    _, bad = _kmnist_like(tmp_path, n=5, labels=np.array([1, 2, 10, 3, 4]))
+    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
+                              allow_download=False, use_system=False)
+    out = tmp_path / "out"
+    result = convert({bad.name: bad}, out, resolver, progress=False)
+    assert list(result.failed) == ["kmnist_test"] and not result.built
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+    def zeros(ctx):
+        return Built(np.zeros((2, 28, 28), np.uint8), np.full(2, -1, np.int64))
+
+    good = DatasetSpec("zeros", "unlabelled", "test", False, zeros)
+    assert convert({good.name: good}, out, resolver, progress=False).built == ["zeros"]
+    before = (out / "manifest.json").read_text()
+    result = convert({bad.name: bad}, out, resolver, progress=False)
+    assert list(result.failed) == ["kmnist_test"]
+    assert (out / "manifest.json").read_text() == before
 
 
 def test_checksum_mismatch_writes_no_beton(tmp_path):
