@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gzip
 import json
 import os
 import statistics
@@ -54,27 +53,11 @@ DEFAULT_RAW = REPO.parent / "shared" / "data"
 # ----------------------------------------------------------------------------- data
 
 
-def read_idx_images(path: Path) -> np.ndarray:
-    """uint8 (N, H, W) from a gzipped IDX file (MNIST format: magic 0x00000803, big-endian dims)."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != 0x803:
-        raise ValueError(f"{path}: not an IDX uint8 3-d file (magic {magic:#x})")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3)]
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(dims)
-
-
-def read_idx_labels(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if int.from_bytes(raw[:4], "big") != 0x801:
-        raise ValueError(f"{path}: not an IDX uint8 1-d file")
-    return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
-
-
 def load_images(n: int, raw_dir: Path | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first ``n`` MNIST training images and labels, or random digit-like images."""
+    """The first ``n`` MNIST training images and labels (read by ``fastmix.converters.idx``), or
+    random digit-like images."""
+    from fastmix.converters.idx import read_idx_images, read_idx_labels
+
     root = Path(raw_dir) if raw_dir is not None else DEFAULT_RAW
     img_path = root / "mnist" / "train-images-idx3-ubyte.gz"
     lab_path = root / "mnist" / "train-labels-idx1-ubyte.gz"
@@ -96,7 +79,8 @@ def make_bank(m: int = 1000, size: int = 32, seed: int = 0) -> tuple[np.ndarray,
     try:
         from fastmix.converters.fractals import generate_fractals
 
-        return generate_fractals(m, size=size, seed=seed), "fastmix.converters.fractals.generate_fractals"
+        bank = generate_fractals(m, size=size, seed=seed)
+        return bank, "fastmix.converters.fractals.generate_fractals"
     except Exception:  # the fractal generator is another module's; any pictures will do here
         g = np.random.default_rng(seed)
         yy, xx = np.mgrid[0:size, 0:size] / size
