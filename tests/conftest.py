@@ -1,16 +1,25 @@
 """Shared fixtures and helpers: the real data beside the checkout (skip cleanly when absent),
-converted betons, and a fresh interpreter for the JIT-on vs JIT-off parity tests.
+converted betons, `fastmix convert` arguments and raw-file sets for tests, subprocesses.
 
 Plain helpers are imported as ``from tests.conftest import ...``."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from fastmix.converters.catalog import DatasetSpec
+    from fastmix.converters.sources import SourceResolver
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -36,11 +45,75 @@ def data_dir(shared_data, tmp_path_factory) -> Path:
     from fastmix.cli import main
 
     out = tmp_path_factory.mktemp("betons")
-    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", TRAIN_SETS,
-                 "--fractals", "64", "--offline", "--no-progress",
-                 "--cache", str(out.parent / "raw-cache")])
+    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
+                             "--only", TRAIN_SETS, "--fractals", "64"))
     assert code == 0
     return out
+
+
+# --------------------------------------------------------------------------- convert ---
+
+
+def convert_argv(tmp: Path, *args: str) -> list[str]:
+    """``fastmix convert`` arguments for a test: offline, no progress bars, and the raw-file
+    cache in ``tmp/cache`` (never the user's); ``args`` add ``--out``, ``--raw``, ``--only``..."""
+    return ["convert", "--offline", "--no-progress", "--cache", str(tmp / "cache"), *args]
+
+
+def offline_resolver(tmp: Path) -> SourceResolver:
+    """A resolver that finds raw files in ``tmp/raw`` only: no download, no system folders."""
+    from fastmix.converters.sources import SourceResolver
+
+    return SourceResolver(raw_dirs=[tmp / "raw"], cache_dir=tmp / "c", allow_download=False,
+                          use_system=False)
+
+
+def idx_bytes(arr: np.ndarray | list[int]) -> bytes:
+    """``arr`` as uncompressed IDX bytes (uint8 elements, big-endian sizes), written here rather
+    than by ``fastmix.converters.idx`` so tests check the reader against an independent writer
+    and can cut or edit the bytes into malformed files."""
+    arr = np.asarray(arr, np.uint8)
+    dims = b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return bytes([0, 0, 8, arr.ndim]) + dims + arr.tobytes()
+
+
+def kmnist_like(tmp: Path, images: bytes, labels: bytes) -> tuple[DatasetSpec, Path]:
+    """A KMNIST-like test set in ``tmp/raw/kmnist`` (the official files are not obtainable):
+    ``images`` and ``labels`` are IDX contents, gzipped there, and the spec's checksums are
+    those files' own, so the IDX checks themselves judge them. Returns (spec, folder)."""
+    from fastmix.converters.catalog import DatasetSpec, idx_builder
+    from fastmix.converters.sources import RawFile
+
+    folder = tmp / "raw" / "kmnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(images, mtime=0))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels, mtime=0))
+    files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
+             for p in sorted(folder.iterdir())]
+    spec = DatasetSpec("kmnist_test", "test", "kmnist", False, idx_builder(files, "t10k"),
+                       {}, tuple(files))
+    return spec, folder
+
+
+# ----------------------------------------------------------------------- subprocesses ---
+
+
+def popen_logged(cmd: list[str], log: Path) -> subprocess.Popen:
+    """Start ``cmd`` in the repository root in its own process group (so a test can SIGKILL the
+    whole group), appending the command line and its output to ``log``."""
+    with open(log, "ab") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n".encode())
+        return subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the process group of a run started by ``popen_logged`` (an
+    orphaned child after a parent-only kill, or the whole run); nothing there is no fault."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run_python(code: str, *args: str, jit: bool = True, timeout: float = 300) -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from fastmix.converters.beton import read_beton
 from fastmix.converters.build import convert, load_manifest
-from fastmix.converters.catalog import Built, DatasetSpec, idx_builder
+from fastmix.converters.catalog import Built, DatasetSpec
 from fastmix.converters.idx import read_idx_images, write_idx
-from fastmix.converters.sources import RawFile, SourceResolver
 
 from fastmix.cli import main
+from tests.conftest import convert_argv, idx_bytes, kmnist_like, offline_resolver
 
 ONLY = "mnist_val,mnist_test,omniglot,gaussian_noise,mnist_inverted,fractals,kmnist_test"
 
@@ -22,9 +22,8 @@ ONLY = "mnist_val,mnist_test,omniglot,gaussian_noise,mnist_inverted,fractals,kmn
 @pytest.fixture(scope="module")
 def converted(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
-    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", ONLY,
-                 "--fractals", "40", "--offline", "--no-progress",
-                 "--cache", str(out.parent / "cache")])
+    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
+                             "--only", ONLY, "--fractals", "40"))
     return out, code
 
 
@@ -60,9 +59,8 @@ def test_betons_hold_the_raw_data(converted, shared_data):
 def test_second_run_is_a_no_op(converted, shared_data, capsys):
     out, _ = converted
     before = (out / "manifest.json").read_text()
-    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", ONLY,
-                 "--fractals", "40", "--offline", "--no-progress",
-                 "--cache", str(out.parent / "cache")])
+    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
+                             "--only", ONLY, "--fractals", "40"))
     assert code == 0
     assert "built 0, up to date 6, skipped 1" in capsys.readouterr().out
     assert (out / "manifest.json").read_text() == before
@@ -70,31 +68,30 @@ def test_second_run_is_a_no_op(converted, shared_data, capsys):
 
 def test_strict_fails_on_skips(converted, shared_data):
     out, _ = converted
-    code = main(["convert", "--raw", str(shared_data), "--out", str(out), "--only",
-                 "kmnist_test", "--offline", "--no-progress", "--strict",
-                 "--cache", str(out.parent / "cache")])
+    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
+                             "--only", "kmnist_test", "--strict"))
     assert code == 1
 
 
 def test_stale_or_damaged_beton_is_rebuilt(shared_data, tmp_path):
-    args = ["convert", "--raw", str(shared_data), "--out", str(tmp_path), "--only",
-            "gaussian_noise,mnist_val", "--offline", "--no-progress"]
+    out = tmp_path / "out"
+    args = convert_argv(tmp_path, "--raw", str(shared_data), "--out", str(out), "--only",
+                        "gaussian_noise,mnist_val")
     assert main(args) == 0
-    entry = load_manifest(tmp_path)["betons"]["gaussian_noise"]
-    path = tmp_path / entry["file"]
+    entry = load_manifest(out)["betons"]["gaussian_noise"]
+    path = out / entry["file"]
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
-    (tmp_path / "mnist_val.beton.tmp-999").write_bytes(b"half-written")
+    (out / "mnist_val.beton.tmp-999").write_bytes(b"half-written")
     assert main(args) == 0
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
-    assert not (tmp_path / "mnist_val.beton.tmp-999").exists()
+    assert not (out / "mnist_val.beton.tmp-999").exists()
 
 
 def test_required_set_missing_fails(tmp_path):
-    code = main(["convert", "--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
-                 "--only", "mnist_test", "--offline", "--no-progress",
-                 "--cache", str(tmp_path / "c")])
+    code = main(convert_argv(tmp_path, "--raw", str(tmp_path / "empty"),
+                             "--out", str(tmp_path / "o"), "--only", "mnist_test"))
     assert code == 1
 
 
@@ -112,23 +109,16 @@ def test_list(tmp_path, capsys):
 
 def _kmnist_like(tmp_path, n=30, labels=None):
     """A small KMNIST in the real layout and format (the official files are not obtainable)."""
-    folder = tmp_path / "raw" / "kmnist"
-    folder.mkdir(parents=True)
     rng = np.random.default_rng(5)
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz",
-              labels if labels is not None else rng.integers(0, 10, n))
-    files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
-             for p in sorted(folder.iterdir())]
-    spec = DatasetSpec("kmnist_test", "test", "kmnist", False, idx_builder(files, "t10k"),
-                       {}, tuple(files))
+    images = rng.integers(0, 256, (n, 28, 28))
+    labels = labels if labels is not None else rng.integers(0, 10, n)
+    spec, folder = kmnist_like(tmp_path, idx_bytes(images), idx_bytes(labels))
     return folder, spec
 
 
 def test_kmnist_code_path_on_small_real_format_files(tmp_path):
     folder, spec = _kmnist_like(tmp_path)
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    resolver = offline_resolver(tmp_path)
     result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
     assert result.built == ["kmnist_test"]
     x, y = read_beton(tmp_path / "out" / "kmnist_test.beton")
@@ -141,8 +131,7 @@ def test_kmnist_code_path_on_small_real_format_files(tmp_path):
 
 def test_bad_labels_fail_and_write_no_beton(tmp_path):
     _, spec = _kmnist_like(tmp_path, n=5, labels=np.array([1, 2, 10, 3, 4]))
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    resolver = offline_resolver(tmp_path)
     result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
     assert "label 10 at index 2 is out of range" in result.failed["kmnist_test"]
     assert "t10k-labels-idx1-ubyte.gz" in result.failed["kmnist_test"]
@@ -155,8 +144,7 @@ def test_a_convert_that_builds_nothing_writes_no_manifest(tmp_path):
     a finished conversion). Where a manifest exists, a failed build leaves its entries as they
     were."""
     _, bad = _kmnist_like(tmp_path, n=5, labels=np.array([1, 2, 10, 3, 4]))
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    resolver = offline_resolver(tmp_path)
     out = tmp_path / "out"
     result = convert({bad.name: bad}, out, resolver, progress=False)
     assert list(result.failed) == ["kmnist_test"] and not result.built
@@ -176,8 +164,7 @@ def test_a_convert_that_builds_nothing_writes_no_manifest(tmp_path):
 def test_checksum_mismatch_writes_no_beton(tmp_path):
     folder, spec = _kmnist_like(tmp_path)
     write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((30, 28, 28), np.uint8))
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    resolver = offline_resolver(tmp_path)
     result = convert({spec.name: spec}, tmp_path / "out", resolver, progress=False)
     assert "checksum mismatch" in result.failed["kmnist_test"]
     assert "t10k-images-idx3-ubyte.gz" in result.failed["kmnist_test"]
@@ -198,8 +185,8 @@ def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
     from fastmix.train.trainer import require_betons
 
     out = tmp_path / "data"
-    assert main(["convert", "--raw", str(shared_data), "--out", str(out), "--only",
-                 "mnist_val,gaussian_noise", "--offline", "--no-progress"]) == 0
+    assert main(convert_argv(tmp_path, "--raw", str(shared_data), "--out", str(out),
+                             "--only", "mnist_val,gaussian_noise")) == 0
     manifest = load_manifest(out)
     for name, entry in manifest["betons"].items():
         assert manifest_beton_path(out, name, entry) == out / entry["file"]

@@ -20,12 +20,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from fastmix.converters.idx import parse_idx, read_idx_images, read_idx_labels, write_idx
+from fastmix.converters.idx import parse_idx, read_idx_images, read_idx_labels
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from fastmix.config import load_config, merge, parse_override, validate
 from fastmix.errors import ConfigError, DataError
+from tests.conftest import idx_bytes
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -41,15 +42,8 @@ def _file(data: bytes, name: str = "f") -> Path:
     return path
 
 
-def _valid_idx(images: bool) -> bytes:
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (3, 28, 28)) if images else rng.integers(0, 10, 7)
-    p = _TMP / f"valid-{images}"
-    write_idx(p, arr, compress=False)
-    return p.read_bytes()
-
-
-VALID_IMAGES, VALID_LABELS = _valid_idx(True), _valid_idx(False)
+VALID_IMAGES = idx_bytes(np.random.default_rng(0).integers(0, 256, (3, 28, 28)))
+VALID_LABELS = idx_bytes(np.random.default_rng(0).integers(0, 10, 7))
 
 
 def _check_idx_array(arr: np.ndarray, data: bytes) -> None:

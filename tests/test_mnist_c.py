@@ -7,7 +7,6 @@ colorsys for brightness, Poisson sums for shot noise, np.roll for translation).
 from __future__ import annotations
 
 import colorsys
-import gzip
 import math
 import zipfile
 from pathlib import Path
@@ -15,14 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastmix.converters import mnist_c as mc
+from fastmix.converters.idx import read_idx_images
 from PIL import Image
 from scipy import ndimage
 
 from fastmix.errors import DataError
 from tests.conftest import run_python
-
-ROOT = Path(__file__).resolve().parents[1]
-MNIST_TEST = ROOT / ".." / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 
 RANDOM = {"shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "rotate",
           "translate", "fog", "spatter", "dotted_line", "zigzag"}
@@ -45,19 +42,10 @@ def synthetic_digits(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def read_mnist_test(n: int) -> np.ndarray:
-    """The first n MNIST test digits from the IDX gzip (16-byte big-endian header)."""
-    data = gzip.decompress(MNIST_TEST.read_bytes())
-    magic, count, rows, cols = np.frombuffer(data[:16], dtype=">u4")
-    assert magic == 0x00000803 and (rows, cols) == (28, 28)
-    return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)[:n].copy()
-
-
 @pytest.fixture(scope="module")
-def mnist() -> np.ndarray:
-    if not MNIST_TEST.is_file():
-        pytest.skip(f"{MNIST_TEST} not present")
-    return read_mnist_test(64)
+def mnist(shared_data) -> np.ndarray:
+    """The first 64 MNIST test digits."""
+    return read_idx_images(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz")[:64]
 
 
 @pytest.fixture(scope="module", params=["synthetic", "mnist"])

@@ -37,11 +37,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fastmix.converters.beton import TMP_MARK, sha256_file
+from fastmix.converters.beton import sha256_file
 from fastmix.converters.build import MANIFEST, is_up_to_date
 from fastmix.converters.catalog import CatalogOptions, build_catalog
 
-REPO = Path(__file__).resolve().parents[1]
+from fastmix.files import TMP_MARK
+from tests.conftest import convert_argv, kill_group, popen_logged
+
 SETS = ("mnist_val", "gaussian_noise", "fractals", "mnist_c/stripe")
 FRACTALS = 32
 KILLS = int(os.environ.get("FASTMIX_CONVERT_KILLS", "10"))
@@ -50,14 +52,12 @@ VOLATILE = ("built_at", "seconds")
 pytestmark = pytest.mark.slow
 
 
-def _start(shared: Path, out: Path, cache: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "fastmix", "convert", "--raw", str(shared), "--out", str(out),
-           "--only", ",".join(SETS), "--fractals", str(FRACTALS), "--offline", "--no-progress",
-           "--cache", str(cache)]
-    with open(log, "ab") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n".encode())
-        return subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+def _start(shared: Path, out: Path, log: Path) -> subprocess.Popen:
+    """A real ``fastmix convert`` of SETS into ``out`` (raw-file cache beside it)."""
+    return popen_logged([sys.executable, "-m", "fastmix",
+                         *convert_argv(out.parent, "--raw", str(shared), "--out", str(out),
+                                       "--only", ",".join(SETS), "--fractals", str(FRACTALS))],
+                        log)
 
 
 def _own_writes(out: Path, pid: int) -> bool:
@@ -96,14 +96,6 @@ def _kill(proc: subprocess.Popen, whole_group: bool) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-def _reap_group(proc: subprocess.Popen) -> None:
-    """Kill what is left of a run we started (an orphaned writer after a parent-only kill)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _stable(manifest: dict) -> dict:
     return {**manifest, "betons": {n: {k: v for k, v in e.items() if k not in VOLATILE}
                                    for n, e in manifest["betons"].items()}}
@@ -130,7 +122,7 @@ def clean(shared_data, tmp_path_factory) -> Clean:
     root = tmp_path_factory.mktemp("convert-clean")
     out = root / "out"
     t0 = time.monotonic()
-    proc = _start(shared_data, out, root / "cache", root / "log.txt")
+    proc = _start(shared_data, out, root / "log.txt")
     assert _wait_for_writes(proc, out), (root / "log.txt").read_text()
     t_write = time.monotonic()
     assert proc.wait(timeout=300) == 0, (root / "log.txt").read_text()
@@ -231,7 +223,7 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
     rng = random.Random(seed)
     specs = {n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items()
              if n in SETS}
-    out, cache, log = tmp_path / "out", tmp_path / "cache", tmp_path / "log.txt"
+    out, log = tmp_path / "out", tmp_path / "log.txt"
     kills, rounds, history = 0, 0, []
     damaged: dict[str, str] = {}
     started: list[subprocess.Popen] = []
@@ -243,7 +235,7 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
                 todo = _todo(out, specs)
                 if kills >= KILLS or todo == 0:
                     break
-                proc = _start(shared_data, out, cache, log)
+                proc = _start(shared_data, out, log)
                 started.append(proc)
                 if rng.random() < 0.15:  # anywhere in a whole run, imports included
                     delay = rng.uniform(0, clean.seconds)
@@ -270,14 +262,14 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
                                    f"kill ({when})")
                     break
             for p in started:
-                _reap_group(p)
-            proc = _start(shared_data, out, cache, log)
+                kill_group(p)
+            proc = _start(shared_data, out, log)
             started.append(proc)
             assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
             _check_finished(out, clean)
     finally:
         for p in started:
-            _reap_group(p)
+            kill_group(p)
         print("\n".join(history))
     print(f"{kills} kills in {rounds} rounds")
     assert kills >= KILLS

@@ -1,5 +1,5 @@
 """Bad input: every fault is a clear error naming the file and the fault, a non-zero exit
-status, and nothing written (no beton, no temporary, no manifest entry, no run directory).
+status, and nothing written (no beton, no temporary, no manifest, no run directory).
 
 Faults already covered elsewhere (not repeated here):
   truncated / corrupt gzip, wrong IDX magic, length vs dimensions, label range, element type:
@@ -17,8 +17,6 @@ configs through ``fastmix train`` / ``fastmix eval``.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import os
 import subprocess
 import sys
@@ -27,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastmix.converters.build import convert, load_manifest
-from fastmix.converters.catalog import DatasetSpec, idx_ood_builder
 from fastmix.converters.idx import write_idx
-from fastmix.converters.sources import RawFile, SourceResolver, download
+from fastmix.converters.sources import RawFile, download
 from PIL import Image
 
 from fastmix.cli import main
 from fastmix.config import dumps, load_config
 from fastmix.errors import DataError
+from tests.conftest import convert_argv, idx_bytes, kmnist_like, offline_resolver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,10 +41,6 @@ def _nothing_written(out: Path) -> None:
     """No beton, temporary or manifest: at most the folder and its lock file."""
     if out.exists():
         assert [p.name for p in out.rglob("*")] in ([], [".lock"])
-
-
-def _convert(tmp_path: Path, *args: str) -> list[str]:
-    return ["convert", "--offline", "--no-progress", "--cache", str(tmp_path / "cache"), *args]
 
 
 # ------------------------------------------------------- raw IDX files, through the real CLI ---
@@ -78,50 +72,30 @@ def test_convert_cli_refuses_bad_raw_files(tmp_path, capsys, fault, message):
         data[30:60] = b"\xff" * 30
         img.write_bytes(bytes(data))
     out = tmp_path / "out"
-    code = main(_convert(tmp_path, "--raw", str(tmp_path / "raw"), "--out", str(out),
-                         "--only", "mnist_test"))
+    code = main(convert_argv(tmp_path, "--raw", str(tmp_path / "raw"), "--out", str(out),
+                             "--only", "mnist_test"))
     printed = capsys.readouterr().out
     assert code == 1
     assert "FAILED mnist_test" in printed and str(img) in printed and message in printed
     _nothing_written(out)
 
 
-def _custom_idx_spec(tmp_path: Path, images: bytes, labels: bytes) -> tuple[DatasetSpec, Path]:
-    """A KMNIST-like spec whose file checksums are those of the (bad) files, so the IDX checks
-    themselves are what refuses them (the real catalog's checksums would catch them first)."""
-    folder = tmp_path / "raw" / "kmnist"
-    folder.mkdir(parents=True)
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(images, mtime=0))
-    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels, mtime=0))
-    files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
-             for p in sorted(folder.iterdir())]
-    spec = DatasetSpec("kmnist_test", "ood", "kmnist", False, idx_ood_builder(files, "t10k"),
-                       {}, tuple(files))
-    return spec, folder
-
-
-def _idx(arr: np.ndarray) -> bytes:
-    arr = np.asarray(arr, np.uint8)
-    return bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + (
-        arr.tobytes())
-
-
-_IMGS = _idx(np.zeros((4, 28, 28)))
-_LABS = _idx(np.arange(4))
+_IMGS = idx_bytes(np.zeros((4, 28, 28)))
+_LABS = idx_bytes(np.arange(4))
 
 
 @pytest.mark.parametrize("images,labels,bad_file,message", [
     (b"\x00\x00\x08\x01" + _IMGS[4:], _LABS, "t10k-images", "wrong IDX magic 0x00000801"),
     (_IMGS[:-100], _LABS, "t10k-images", "does not match dimensions (4, 28, 28)"),
     (_IMGS + b"\0", _LABS, "t10k-images", "does not match dimensions"),
-    (_idx(np.zeros((4, 32, 32))), _LABS, "t10k-images", "images are (32, 32), expected (28, 28)"),
-    (_IMGS, _idx(np.arange(5)), "t10k-labels", "4 images but"),
-    (_IMGS, _idx([1, 2, 99, 3]), "t10k-labels", "label 99 at index 2 is out of range"),
+    (idx_bytes(np.zeros((4, 32, 32))), _LABS, "t10k-images",
+     "images are (32, 32), expected (28, 28)"),
+    (_IMGS, idx_bytes(np.arange(5)), "t10k-labels", "4 images but"),
+    (_IMGS, idx_bytes([1, 2, 99, 3]), "t10k-labels", "label 99 at index 2 is out of range"),
 ])
 def test_convert_refuses_malformed_idx(tmp_path, images, labels, bad_file, message):
-    spec, folder = _custom_idx_spec(tmp_path, images, labels)
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    spec, folder = kmnist_like(tmp_path, images, labels)
+    resolver = offline_resolver(tmp_path)
     out = tmp_path / "out"
     result = convert({spec.name: spec}, out, resolver, progress=False)
     why = result.failed["kmnist_test"]
@@ -149,8 +123,8 @@ def test_fractal_folder_with_bad_files_names_every_one(tmp_path, capsys):
     os.mkfifo(folder / "pipe.png")  # open() on a FIFO blocks forever: must be refused, not read
     (folder / "notes.txt").write_text("ignored: not a picture extension")
     out = tmp_path / "out"
-    code = main(_convert(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
-                         "--out", str(out)))
+    code = main(convert_argv(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
+                             "--out", str(out)))
     printed = capsys.readouterr().out
     assert code == 1
     assert f"FAILED fractals: {folder}: 5 of 6 picture files cannot be read" in printed
@@ -172,8 +146,8 @@ def test_fractal_folder_missing_or_without_pictures(tmp_path, capsys, setup, mes
         (folder / "readme.txt").write_text("nothing here")
         (folder / ".hidden.png").write_bytes(b"hidden files are ignored")
     out = tmp_path / "out"
-    code = main(_convert(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
-                         "--out", str(out)))
+    code = main(convert_argv(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
+                             "--out", str(out)))
     printed = capsys.readouterr().out
     assert code == 1 and f"{folder}: {message}" in printed
     _nothing_written(out)
@@ -187,7 +161,7 @@ def test_fractal_folder_missing_or_without_pictures(tmp_path, capsys, setup, mes
 ])
 def test_convert_bad_options(tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    assert main(_convert(tmp_path, "--out", str(out), "--only", "fractals", *args)) == 2
+    assert main(convert_argv(tmp_path, "--out", str(out), "--only", "fractals", *args)) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -199,7 +173,7 @@ def test_output_folder_under_a_regular_file(tmp_path, capsys):
     """As root, permission bits do not stop writes; a path below a regular file always fails."""
     (tmp_path / "file").write_text("a regular file")
     out = tmp_path / "file" / "sub"
-    assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
+    assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
     err = capsys.readouterr().err
     assert f"{out}: cannot create output folder (Not a directory)" in err
 
@@ -253,12 +227,12 @@ def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     with _lock_held_elsewhere(out) as holder:
-        assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
+        assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
         err = capsys.readouterr().err
         assert f"{out}: another fastmix convert is writing this folder (process {holder.pid})" in (
             err)
         assert not list(out.glob("*.beton*")) and not (out / "manifest.json").exists()
-    assert main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 0
+    assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 0
     assert load_manifest(out)["betons"].keys() == {"gaussian_noise"}
 
 
@@ -298,10 +272,11 @@ def mounted(tmp_path):
 
 def test_read_only_output_folder(mounted, tmp_path, capsys, data_dir):
     ro = mounted("ro,size=1m")
-    assert main(_convert(tmp_path, "--out", str(ro / "data"), "--only", "gaussian_noise")) == 2
+    assert main(convert_argv(tmp_path, "--out", str(ro / "data"),
+                             "--only", "gaussian_noise")) == 2
     assert f"{ro / 'data'}: cannot create output folder (Read-only file system)" in (
         capsys.readouterr().err)
-    assert main(_convert(tmp_path, "--out", str(ro), "--only", "gaussian_noise")) == 2
+    assert main(convert_argv(tmp_path, "--out", str(ro), "--only", "gaussian_noise")) == 2
     assert f"{ro}: output folder is not writable" in capsys.readouterr().err
     code = main(["train", "--config", "smoke", "--out", str(ro), "--data", str(data_dir),
                  "--no-progress"])
@@ -315,7 +290,7 @@ def test_full_disk(mounted, tmp_path, capsys):
     full, and leaves neither the beton nor its temporary."""
     small = mounted("size=2m")
     out = small / "data"
-    code = main(_convert(tmp_path, "--out", str(out), "--only", "gaussian_noise"))
+    code = main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise"))
     printed = capsys.readouterr().out
     assert code == 1
     assert f"FAILED gaussian_noise: {out / 'gaussian_noise.beton'}: FFCV writer failed" in printed
@@ -341,8 +316,8 @@ def test_file_size_limit(tmp_path, sigxfsz):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     res = subprocess.run(
-        [sys.executable, "-c", _LIMITED, sigxfsz, *_convert(tmp_path, "--out", str(out),
-                                                              "--only", "gaussian_noise")],
+        [sys.executable, "-c", _LIMITED, sigxfsz,
+         *convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"FAILED gaussian_noise: {out / 'gaussian_noise.beton'}: FFCV writer failed" in (

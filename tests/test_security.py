@@ -31,6 +31,7 @@ from fastmix.cli import main
 from fastmix.config import dumps, load_config
 from fastmix.errors import DataError
 from fastmix.train.checkpoint import CheckpointError, load_checkpoint, load_run
+from tests.conftest import convert_argv
 
 
 class Payload:
@@ -122,8 +123,8 @@ def test_convert_refuses_pickled_mnist_c_and_writes_nothing(tmp_path, capsys):
     marker = tmp_path / "marker"
     _evil_npy(tmp_path / "src" / "mnist_c" / "fog", marker)
     out = tmp_path / "out"
-    code = main(["convert", "--mnist-c", str(tmp_path / "src"), "--only", "mnist_c/fog",
-                 "--out", str(out), "--offline", "--no-progress", "--cache", str(tmp_path / "c")])
+    code = main(convert_argv(tmp_path, "--mnist-c", str(tmp_path / "src"), "--only",
+                             "mnist_c/fog", "--out", str(out)))
     assert code == 1
     printed = capsys.readouterr().out
     assert "FAILED mnist_c/fog" in printed and "test_labels.npy" in printed
