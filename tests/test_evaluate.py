@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fastmix.converters.beton import write_beton
+from fastmix.converters.beton import sha256_file, write_beton
 from fastmix.converters.build import save_manifest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -101,9 +102,11 @@ def write_data(root: Path) -> Path:
     betons: dict[str, dict] = {}
 
     def put(name, images, labels, role, family, meta=None):
-        write_beton(data / f"{name}.beton", images, labels)
+        path = data / f"{name}.beton"
+        write_beton(path, images, labels)
         betons[name] = {"file": f"{name}.beton", "count": len(images), "role": role,
-                        "family": family, "meta": meta or {}, "sha256": "x"}
+                        "family": family, "meta": meta or {}, "sha256": sha256_file(path),
+                        "bytes": path.stat().st_size}
 
     x, y = gratings(600, rng, noise=80.0)
     put("mnist_test", x, _flip(y, 0.05, rng), "test", "mnist")
@@ -232,7 +235,7 @@ def test_results_schema_and_files(study, evaluated):
 
 
 def test_accuracies_and_mnist_c_from_saved_logits(study, evaluated):
-    from fastmix.evaluate.evaluate import load_logits
+    from fastmix.evaluate.results import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -256,7 +259,7 @@ def test_accuracies_and_mnist_c_from_saved_logits(study, evaluated):
 
 
 def test_ood_metrics_recomputed_with_sklearn(study, evaluated):
-    from fastmix.evaluate.evaluate import load_logits
+    from fastmix.evaluate.results import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -305,7 +308,7 @@ def test_seen_in_training_follows_oe_and_family(evaluated):
 def test_error_detection_and_calibration(study, evaluated):
     from scipy.optimize import minimize_scalar
 
-    from fastmix.evaluate.evaluate import load_logits
+    from fastmix.evaluate.results import load_logits
 
     res = evaluated["base_oe_s0"]
     lg = load_logits(study["runs"]["base_oe_s0"])
@@ -334,7 +337,7 @@ def test_error_detection_and_calibration(study, evaluated):
 def test_predict_logits_bf16_close_to_fp32(study):
     from fastmix.converters.beton import read_beton
 
-    from fastmix.evaluate.evaluate import predict_logits
+    from fastmix.evaluate.inference import predict_logits
 
     model = build_model("convnet", 8)
     model.load_state_dict(study["states"][0])
@@ -353,7 +356,7 @@ def test_predict_logits_bf16_close_to_fp32(study):
 
 
 def test_load_eval_sets_required_and_optional(study, tmp_path):
-    from fastmix.evaluate.evaluate import load_eval_sets
+    from fastmix.evaluate.sets import load_eval_sets
 
     sets = load_eval_sets(study["data"], ["gaussian_noise", "kmnist_test"])
     assert set(sets) == {"mnist_test", "mnist_val", "gaussian_noise"}
@@ -368,7 +371,7 @@ def test_load_eval_sets_required_and_optional(study, tmp_path):
 
 
 def test_mnist_c_origin_labels():
-    from fastmix.evaluate.evaluate import mnist_c_origin
+    from fastmix.evaluate.sets import mnist_c_origin
 
     man = {"betons": {"mnist_c/a": {"meta": {"origin": "official"}},
                       "mnist_c/b": {"meta": {"origin": "regenerated",
@@ -381,7 +384,7 @@ def test_mnist_c_origin_labels():
 
 
 def test_corruption_list_matches_generator():
-    from fastmix.evaluate.evaluate import MNIST_C_CORRUPTIONS
+    from fastmix.evaluate.sets import MNIST_C_CORRUPTIONS
 
     assert MNIST_C_CORRUPTIONS == CORRUPTIONS
 
@@ -401,3 +404,112 @@ def test_cli_eval_missing_run(tmp_path, capsys):
     (run / "config.toml").write_text(dumps(load_config("base", ["smoke"])))
     rc = run_eval(p.parse_args([str(run)]))
     assert rc != 0 and "checkpoint not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- data integrity
+
+
+def test_beton_changed_after_convert_is_refused_and_hashed_once(study, tmp_path, monkeypatch):
+    """Every beton's bytes are checked against the sha256 manifest.json records, once per
+    process and file version: a same-size change is a DataError naming the beton and the
+    manifest entry (the size check alone would let it through)."""
+    import shutil
+
+    import fastmix.converters.beton as beton
+
+    from fastmix.evaluate.sets import load_eval_sets
+
+    data = tmp_path / "data"
+    shutil.copytree(study["data"], data)
+    calls: list[str] = []
+    real = beton.sha256_file
+    monkeypatch.setattr(beton, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p))
+    load_eval_sets(data, ["gaussian_noise"])
+    assert sorted(calls) == ["gaussian_noise.beton", "mnist_test.beton", "mnist_val.beton"]
+    load_eval_sets(data, ["gaussian_noise"])  # a new cache of sets, the same files: no rehash
+    assert len(calls) == 3
+    noise = data / "gaussian_noise.beton"
+    raw = bytearray(noise.read_bytes())
+    raw[-1] ^= 0xFF
+    noise.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"gaussian_noise\.beton: sha256 [0-9a-f]{64}, but "
+                                        r".*manifest\.json entry 'gaussian_noise' records"):
+        load_eval_sets(data, ["gaussian_noise"])
+    from fastmix.converters.build import load_manifest
+
+    manifest = load_manifest(data)
+    del manifest["betons"]["mnist_val"]["sha256"]
+    save_manifest(data, manifest)
+    with pytest.raises(DataError, match=r"manifest\.json: entry 'mnist_val' records no sha256"):
+        load_eval_sets(data, [])
+
+
+# ----------------------------------------------------------------------------- the run lock
+
+
+def _try_lock(run: Path) -> str:
+    """What a second process taking ``run``'s lock (as a training would) gets."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pathlib import Path\nfrom fastmix.errors import DataError\n"
+            "from fastmix.train.run_dir import lock\n"
+            "try:\n    with lock(Path(sys.argv[1])):\n        print('acquired')\n"
+            "except DataError as e:\n    print(e)\n")
+    return subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True,
+                          text=True, timeout=120).stdout.strip()
+
+
+def test_eval_holds_the_run_lock_and_clears_its_leftovers(study, monkeypatch, capsys):
+    """Evaluation writes under the run directory's lock: a training (or second evaluation)
+    of the same run meanwhile gets the lock's DataError; temporaries a killed evaluation left
+    are removed once the lock is held; a progress bar names the run and the set."""
+    import fastmix.evaluate.evaluate as E
+
+    run = study["runs"]["sp_s1"]
+    leftovers = [run / "results.json.tmp-999999", run / "logits.npz.tmp-999998"]
+    for p in leftovers:
+        p.write_bytes(b"half a file")
+    seen: list[str] = []
+    write = E._write
+
+    def spy(run_dir, results, inf, *a, **k):
+        seen.append(_try_lock(run_dir))
+        return write(run_dir, results, inf, *a, **k)
+
+    monkeypatch.setattr(E, "_write", spy)
+    res = E.evaluate_run(run, study["data"], study["cache"], seed=0, progress=True)
+    assert len(seen) == 1 and seen[0].startswith(f"{run}: another fastmix")
+    assert f"(process {os.getpid()})" in seen[0]
+    assert not any(p.exists() for p in leftovers)
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+    assert (run / "results.json").is_file() and res["run"] == "sp_s1"
+    assert "eval sp_s1: mnist_c/fog" in capsys.readouterr().err
+    assert _try_lock(run) == "acquired"  # released when the evaluation ended
+
+
+def test_cli_eval_refused_while_the_run_is_locked(study, capsys):
+    """`fastmix eval` on a run another process holds: exit 2, the lock's message naming the
+    holder, and the run's files untouched."""
+    import subprocess
+    import sys
+
+    from fastmix.cli import main
+
+    run = study["runs"]["base_oe_s0"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from fastmix.train.run_dir import lock\n"
+         "with lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)\n",
+         str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+        rc = main(["eval", str(run), "--data", str(study["data"]), "--no-progress"])
+        err = capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert rc == 2
+    assert f"{run}: another fastmix train is writing this folder (process {holder.pid})" in err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before

@@ -45,7 +45,7 @@ def _pm(values, scale=100.0) -> str:
 
 
 def test_report_tables_side_by_side(report):
-    from fastmix.evaluate.evaluate import load_results
+    from fastmix.evaluate.results import load_results
 
     study, _, md = report
     assert "seed report" in md and "fastmix" in md
@@ -103,7 +103,7 @@ def test_report_pngs_valid(report):
 def test_cli_report_evaluates_runs_lacking_results(tmp_path, tmp_path_factory, capsys):
     """`fastmix report` runs eval first; with only the required betons everything else is
     reported as unavailable instead of failing."""
-    from fastmix.converters.beton import write_beton
+    from fastmix.converters.beton import sha256_file, write_beton
     from fastmix.converters.build import save_manifest
 
     from fastmix.cli.evaluate import add_report_args, run_report
@@ -117,7 +117,8 @@ def test_cli_report_evaluates_runs_lacking_results(tmp_path, tmp_path_factory, c
     for name, n in (("mnist_test", 200), ("mnist_val", 100)):
         x, y = gratings(n, rng, noise=80.0)
         write_beton(data / f"{name}.beton", x, y)
-        betons[name] = {"file": f"{name}.beton", "role": name[6:], "family": "mnist"}
+        betons[name] = {"file": f"{name}.beton", "role": name[6:], "family": "mnist",
+                        "sha256": sha256_file(data / f"{name}.beton")}
     save_manifest(data, {"format": 1, "betons": betons})
     run = make_run(tmp_path, "base_s0", "base", 0, study["states"][0])
     p = argparse.ArgumentParser()

@@ -1,7 +1,7 @@
 """``fastmix eval`` and ``fastmix report`` (wired into ``fastmix/cli.py``).
 
-    fastmix eval RUN... [--data DIR] [--which best|last]
-    fastmix report RUN... --out DIR [--data DIR] [--which best|last]
+    fastmix eval RUN... [--data DIR] [--which best|last] [--no-progress]
+    fastmix report RUN... --out DIR [--data DIR] [--which best|last] [--no-progress]
 
 ``eval`` writes ``<run>/results.json`` and ``<run>/logits.npz`` and prints one line per run;
 ``report`` evaluates the runs that lack ``results.json`` first, then writes
@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inference precision (auto = fp32; bf16: faster on AMX CPUs, "
                         "but moves AUROCs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the OE-protocol OOD draws")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one per run and set during inference)")
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +71,8 @@ def _evaluate(paths: list[Path], args: argparse.Namespace) -> list[dict[str, Any
     for p in paths:
         print(f"evaluating {p} ({args.which}) ...", file=sys.stderr, flush=True)
         out.append(evaluate_run(p, args.data, cache, args.seed, which=args.which,
-                                device=args.device, precision=args.precision))
+                                device=args.device, precision=args.precision,
+                                progress=not args.no_progress))
     return out
 
 

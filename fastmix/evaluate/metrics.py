@@ -223,9 +223,9 @@ def error_detection_auroc(
     """AUROC for detecting misclassified in-distribution samples (Hendrycks & Gimpel 2017).
 
     Wrong predictions (``argmax_k z_k != label``) are the positive class, correct ones the
-    negative class; the anomaly score ``score`` (a name in :data:`fastmix.evaluate.scores.SCORES` or a
-    callable) ranks them.  Raises ValueError when there are no wrong or no correct predictions
-    (the AUROC is undefined then).
+    negative class; the anomaly score ``score`` (a name in
+    :data:`fastmix.evaluate.scores.SCORES` or a callable) ranks them.  Raises ValueError when
+    there are no wrong or no correct predictions (the AUROC is undefined then).
     """
     fn = SCORES.get(score) if isinstance(score, str) else score
     if fn is None:

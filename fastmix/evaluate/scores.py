@@ -1,9 +1,9 @@
 """Anomaly scores from classifier logits (pure numpy, float64).
 
 Every score maps logits ``z`` of shape (N, C) to a 1-d array of N anomaly scores where
-HIGHER = MORE ANOMALOUS (OOD is the positive class in :mod:`fastmix.evaluate.metrics`).  Inputs of any
-real dtype are converted to float64 first: float32 softmax saturates at 1.0 on MNIST and turns
-distinct inputs into ties.  Non-finite logits raise ``ValueError``.
+HIGHER = MORE ANOMALOUS (OOD is the positive class in :mod:`fastmix.evaluate.metrics`).  Inputs
+of any real dtype are converted to float64 first: float32 softmax saturates at 1.0 on MNIST and
+turns distinct inputs into ties.  Non-finite logits raise ``ValueError``.
 
 One method per function, formula in the docstring:
 

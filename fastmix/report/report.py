@@ -19,12 +19,8 @@ from typing import Any
 import numpy as np
 
 from fastmix.errors import DataError
-from fastmix.evaluate.evaluate import (
-    CONVENTION,
-    MNIST_C_CORRUPTIONS,
-    load_logits,
-    load_results,
-)
+from fastmix.evaluate.results import CONVENTION, load_logits, load_results
+from fastmix.evaluate.sets import MNIST_C_CORRUPTIONS
 from fastmix.files import atomic_write
 
 __all__ = ["SEED_REPORT", "VARIANT_ORDER", "write_report"]
