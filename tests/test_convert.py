@@ -181,7 +181,7 @@ def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
 
     from fastmix.config import load_config
     from fastmix.errors import DataError
-    from fastmix.evaluate.evaluate import load_eval_sets
+    from fastmix.evaluate.sets import load_eval_sets
     from fastmix.train.trainer import require_betons
 
     out = tmp_path / "data"
