@@ -112,12 +112,8 @@ def next_u64(state):
 
 @njit(cache=True)
 def unit_from_u64(z):
-    """The top 53 bits of a uint64 as a float64 in [0, 1).
-
-    The 53-bit integer goes through int64, whose conversion to float64 is one instruction
-    (uint64's is several on x86-64); both are exact below 2**53, so the value is the same.
-    """
-    return _i64(z >> 11) * INV_2_53
+    """The top 53 bits of a uint64 as a float64 in [0, 1)."""
+    return (z >> 11) * INV_2_53
 
 
 @njit(cache=True)
