@@ -1,4 +1,5 @@
-"""Time fastmix.converters.mnist_c.corrupt on the MNIST test set: every corruption, all 10,000 digits.
+"""Time fastmix.converters.mnist_c.corrupt on the MNIST test set: every corruption, all
+10,000 digits.
 
 Usage (from the repository root)::
 
