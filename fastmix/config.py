@@ -28,6 +28,9 @@ from fastmix.errors import ConfigError
 PRESETS = resources.files("fastmix.configs")
 VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
 MODELS = ("convnet", "convnet_flat", "lenet", "lenet_oe")  # fastmix.train.models.build_model
+SCHEDULES = ("onecycle", "cosine")  # fastmix.train.schedule.lr_at
+# [train] settings that do not change what a run computes, only how it is run or logged
+RUN_ONLY_SETTINGS = ("log_every", "workers")
 AUGMENT_KINDS = ("none", "sp", "pixmix")
 Config = dict[str, dict[str, Any]]
 
@@ -131,6 +134,9 @@ def validate(cfg: Config) -> Config:
         (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
         (t["channels_last"] in ("auto", "on", "off"), "train.channels_last must be auto/on/off"),
         (t["compile"] in ("auto", "on", "off"), "train.compile must be auto, on or off"),
+        (t["schedule"] in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
+        (0 <= t["lr_min"] <= t["lr"], "train.lr_min must lie in [0, train.lr]"),
+        (t["workers"] >= 0, "train.workers must be >= 0 (0 = auto)"),
         (a["kind"] in AUGMENT_KINDS, f"augment.kind must be one of {', '.join(AUGMENT_KINDS)}"),
         (0 <= a["sp_amount"] <= 1, "augment.sp_amount must lie in [0, 1]"),
         (a["pixmix_k"] >= 0, "augment.pixmix_k must be >= 0"),
@@ -144,6 +150,7 @@ def validate(cfg: Config) -> Config:
         (cfg["eval"]["n_draws"] >= 1, "eval.n_draws must be >= 1"),
         (cfg["eval"]["n_ood"] >= 1, "eval.n_ood must be >= 1"),
         (cfg["eval"]["batch_size"] >= 1, "eval.batch_size must be >= 1"),
+        (isinstance(cfg["eval"].get("features", True), bool), "eval.features must be true/false"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -208,10 +215,12 @@ def read_config_file(path: Path) -> Config:
 
 
 def _weight_settings(cfg: Config, sections: tuple[str, ...]) -> Config:
-    """The settings of ``sections`` that determine the trained weights (train.log_every does
-    not): what ``config_hash`` hashes and ``config_differences`` compares."""
+    """The settings of ``sections`` that determine the trained weights (not
+    ``RUN_ONLY_SETTINGS``; ``train.workers`` changes the float rounding of a step, not what it
+    computes): what ``config_hash`` hashes and ``config_differences`` compares."""
     relevant = {k: cfg[k] for k in sections if k in cfg}
-    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items() if k != "log_every"}
+    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items()
+                         if k not in RUN_ONLY_SETTINGS}
     return relevant
 
 

@@ -1,31 +1,32 @@
-"""fastmix.augment.ffcv_ops / fastmix.data.loader through the real FFCV Loader on small betons written by
-fastmix.converters.beton.write_beton. Labels of the training beton are the sample indices, so batches
-can be matched to samples and to the kernels whatever the order."""
+"""fastmix.augment.ffcv_ops / fastmix.data.loader / fastmix.data.streams through the real FFCV
+Loader on small betons written by fastmix.converters.beton.write_beton. Labels of the training
+beton are the sample indices, so batches can be matched to samples and to the kernels whatever
+the order."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numba
 import numpy as np
 import pytest
 import torch
 from fastmix.converters.beton import write_beton
+from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
+from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline.compiler import Compiler
+from ffcv.transforms import ToTensor
 
 from fastmix.augment import pillow_ops, pixmix, salt_pepper
-from fastmix.augment.ffcv_ops import run_load_balanced
+from fastmix.augment.ffcv_ops import Views, run_load_balanced
+from fastmix.augment.spec import Augmentation, view_seed
 from fastmix.data.inputs import to_model_input
-from fastmix.data.loader import (
-    cycle,
-    make_eval_loader,
-    make_outlier_loader,
-    make_train_loader,
-    set_torch_threads,
-)
-from fastmix.data.streams import TrainData
+from fastmix.data.loader import cycle, make_eval_loader, make_outlier_loader, make_train_loader
+from fastmix.data.streams import OutlierKey, StreamKey, TrainStream
 from fastmix.errors import ConfigError, DataError
+from fastmix.runtime import set_torch_threads
 
 N = 72
 BATCH = 16
@@ -64,20 +65,31 @@ def _by_index(x, y):
     return x[order], y[order]
 
 
+AUG = {k: Augmentation(k) for k in ("none", "sp", "pixmix")}
+
+
 def _kernel(variant, data, labels, seed, epoch):
+    """The kernel run directly on the samples ``labels`` with the view's per-sample seed."""
     images = data["images"][labels]
     out = np.empty(images.shape, np.float32)
     idx = labels.astype(np.int64)
+    vs = view_seed(seed, AUG[variant])
     if variant == "pixmix":
-        pixmix.pixmix_batch(images, idx, data["bank"], out, seed, epoch, 4, 3.0, 3.0, pillow_ops.N_OPS_BASIC)
+        pixmix.pixmix_batch(
+            images, idx, data["bank"], out, vs, epoch, 4, 3.0, 3.0, pillow_ops.N_OPS_BASIC
+        )
+    elif variant == "sp":
+        salt_pepper.salt_pepper_batch(images, idx, out, vs, epoch, salt_pepper.SP_AMOUNT)
     else:
-        salt_pepper.salt_pepper_batch(images, idx, out, seed, epoch, salt_pepper.SP_AMOUNT)
+        out = images.astype(np.float32) / np.float32(255)
     return out
 
 
 @pytest.mark.parametrize("variant", ["pixmix", "sp"])
 def test_train_loader_applies_kernel_with_the_right_epoch(data, variant):
-    loader = make_train_loader(data["train"], variant, BATCH, seed=3, fractal_bank=data["bank"])
+    loader = make_train_loader(
+        data["train"], AUG[variant], BATCH, seed=3, fractal_bank=data["bank"]
+    )
     assert len(loader) == N // BATCH
     seen = []
     for epoch in range(2):
@@ -97,12 +109,12 @@ def test_train_loader_applies_kernel_with_the_right_epoch(data, variant):
 
 def test_jit_off_gives_the_same_batches(data):
     on = _epoch(
-        make_train_loader(data["train"], "pixmix", BATCH, seed=5, fractal_bank=data["bank"])
+        make_train_loader(data["train"], AUG["pixmix"], BATCH, seed=5, fractal_bank=data["bank"])
     )
     Compiler.set_enabled(False)
     try:
         loader = make_train_loader(
-            data["train"], "pixmix", BATCH, seed=5, fractal_bank=data["bank"]
+            data["train"], AUG["pixmix"], BATCH, seed=5, fractal_bank=data["bank"]
         )
         off = _epoch(loader)
     finally:
@@ -112,9 +124,9 @@ def test_jit_off_gives_the_same_batches(data):
 
 
 def test_same_seed_same_batches_other_seed_other_order(data):
-    a = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=11))
-    b = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=11))
-    c = _epoch(make_train_loader(data["train"], "sp", BATCH, seed=12))
+    a = _epoch(make_train_loader(data["train"], AUG["sp"], BATCH, seed=11))
+    b = _epoch(make_train_loader(data["train"], AUG["sp"], BATCH, seed=11))
+    c = _epoch(make_train_loader(data["train"], AUG["sp"], BATCH, seed=12))
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.array_equal(a[1], c[1])
@@ -126,7 +138,12 @@ def test_thread_count_does_not_change_samples(data, variant):
     runs = {}
     for workers in (1, 2):
         loader = make_train_loader(
-            data["train"], variant, BATCH, seed=2, fractal_bank=data["bank"], num_workers=workers
+            data["train"],
+            AUG[variant],
+            BATCH,
+            seed=2,
+            fractal_bank=data["bank"],
+            num_workers=workers,
         )
         runs[workers] = _by_index(*_epoch(loader))
     np.testing.assert_array_equal(runs[1][1], runs[2][1])
@@ -134,7 +151,7 @@ def test_thread_count_does_not_change_samples(data, variant):
 
 
 def test_none_variant_and_eval_loader_return_the_stored_images(data):
-    x, y = _by_index(*_epoch(make_train_loader(data["train"], "none", BATCH, seed=0)))
+    x, y = _by_index(*_epoch(make_train_loader(data["train"], AUG["none"], BATCH, seed=0)))
     np.testing.assert_array_equal(x[:, 0], data["images"][y].astype(np.float32) / np.float32(255))
     ev = make_eval_loader(data["train"], 30)
     sizes = [len(yb) for _, yb in ev]
@@ -159,7 +176,7 @@ def test_outlier_loader_labels_order_and_cycling(data):
 
 
 def test_unfinished_epoch_then_next_epoch(data):
-    loader = make_train_loader(data["train"], "sp", BATCH, seed=4)
+    loader = make_train_loader(data["train"], AUG["sp"], BATCH, seed=4)
     it = iter(loader)
     next(it)  # abandon epoch 0 after one batch
     x, y = _epoch(loader)
@@ -168,7 +185,7 @@ def test_unfinished_epoch_then_next_epoch(data):
 
 def test_torch_threads_restored_after_ffcv_changes_them(data):
     set_torch_threads(1)
-    loader = make_train_loader(data["train"], "none", BATCH, seed=0, num_workers=1,
+    loader = make_train_loader(data["train"], AUG['none'], BATCH, seed=0, num_workers=1,
                                torch_threads=2)  # fmt: skip
     assert torch.get_num_threads() == 2
     for _ in loader:
@@ -178,18 +195,21 @@ def test_torch_threads_restored_after_ffcv_changes_them(data):
 
 def test_errors_name_the_fault(data, tmp_path):
     with pytest.raises(ConfigError, match="none, sp, pixmix"):
-        make_train_loader(data["train"], "mixup", BATCH, seed=0)
-    with pytest.raises(ConfigError, match="fractal_bank"):
+        Augmentation("mixup")
+    with pytest.raises(ConfigError, match="an Augmentation or a non-empty list"):
         make_train_loader(data["train"], "pixmix", BATCH, seed=0)
+    with pytest.raises(ConfigError, match="fractal_bank"):
+        make_train_loader(data["train"], AUG["pixmix"], BATCH, seed=0)
     with pytest.raises(ConfigError, match="num_workers"):
-        make_train_loader(data["train"], "none", BATCH, seed=0, num_workers=10_000)
+        make_train_loader(data["train"], AUG["none"], BATCH, seed=0, num_workers=10_000)
     with pytest.raises(DataError, match="missing.beton"):
         make_eval_loader(tmp_path / "missing.beton", BATCH)
     with pytest.raises(DataError, match="smaller than the images"):
-        make_train_loader(data["train"], "pixmix", BATCH, seed=0, fractal_bank=data["bank"][:, :20])
-    with pytest.raises(ConfigError, match="aug_severity"):
-        make_train_loader(data["train"], "pixmix", BATCH, seed=0, fractal_bank=data["bank"],
-                          aug_severity=11)  # fmt: skip
+        make_train_loader(
+            data["train"], AUG["pixmix"], BATCH, seed=0, fractal_bank=data["bank"][:, :20]
+        )
+    with pytest.raises(ConfigError, match="severity"):
+        Augmentation("pixmix", pixmix_severity=11)
     bad = tmp_path / "bad.beton"
     bad.write_bytes(b"not a beton")
     with pytest.raises(DataError, match="bad.beton"):
@@ -242,7 +262,7 @@ def _ffcv_threads() -> set[threading.Thread]:
 
 def test_close_stops_an_unfinished_epoch_and_the_loader_stays_usable(data):
     before = _ffcv_threads()
-    loader = make_train_loader(data["train"], "sp", BATCH, seed=3)
+    loader = make_train_loader(data["train"], AUG["sp"], BATCH, seed=3)
     it = iter(loader)
     next(it)
     started = _ffcv_threads() - before
@@ -254,14 +274,70 @@ def test_close_stops_an_unfinished_epoch_and_the_loader_stays_usable(data):
     assert len(y) == N // BATCH * BATCH  # drop_last
 
 
-def test_train_data_epoch_left_early_stops_both_loaders(data):
+def test_train_stream_left_early_stops_both_loaders(data):
     before = _ffcv_threads()
-    train = make_train_loader(data["train"], "none", BATCH, seed=0)
-    outliers = make_outlier_loader(data["outliers"], 8, seed=1)
-    batches = TrainData(train, outliers).epoch(0)
+    key = StreamKey(data["train"], BATCH, 0, 2, False)
+    okey = OutlierKey(data["outliers"], 8)
+    batches = TrainStream(key, [AUG["none"]], [okey], None, None).batches(0)
     x, y, xo = next(batches)
-    assert x.shape == (BATCH, 1, 28, 28) and xo.shape == (8, 1, 28, 28)
+    assert x.shape == (1, BATCH, 1, 28, 28) and xo[okey].shape == (8, 1, 28, 28)
     started = _ffcv_threads() - before
     assert len(started) == 2
     del batches  # what a training loop's ``break`` does to its generator
     assert not any(t.is_alive() for t in started)
+
+
+def test_views_equal_single_augmentation_loaders(data):
+    """One loader of three views (one read, one decode per batch) gives each view bit for bit
+    what a loader of that augmentation alone gives: same order, same per-sample draws."""
+    augs = [AUG["pixmix"], AUG["none"], AUG["sp"]]
+    multi = make_train_loader(data["train"], augs, BATCH, seed=6, fractal_bank=data["bank"])
+    for epoch in range(2):
+        views, labels = [], []
+        for x, y in multi:
+            assert x.shape == (3, BATCH, 1, 28, 28) and x[0].is_contiguous()
+            views.append(x.clone())
+            labels.append(y.clone())
+        views, labels = torch.cat(views, dim=1).numpy(), torch.cat(labels).numpy()
+        for v, a in enumerate(augs):
+            single = make_train_loader(data["train"], a, BATCH, seed=6, fractal_bank=data["bank"])
+            single.set_epoch(epoch)
+            x, y = _epoch(single)
+            np.testing.assert_array_equal(y, labels)
+            np.testing.assert_array_equal(x, views[v])
+            np.testing.assert_array_equal(x[:, 0], _kernel(a.kind, data, y, 6, epoch))
+    sp, pm = views[2], views[0]
+    assert not np.array_equal(sp, views[1]) and not np.array_equal(pm, views[1])
+
+
+class _CountingDecoder(NDArrayDecoder):
+    """ffcv's decoder with a call counter (the pipeline runs as Python: JIT off)."""
+
+    calls = 0
+
+    def generate_code(self):
+        inner = super().generate_code()
+
+        def decode(*args):
+            _CountingDecoder.calls += 1
+            return inner(*args)
+
+        return decode
+
+
+def test_one_decode_per_batch_for_all_views(data):
+    """Three views of every batch from a single decode of it: the loader's image pipeline has
+    one decoder, and it runs once per batch (counted with FFCV's JIT off, so the decoder is a
+    Python function; the kernels still run compiled)."""
+    views = Views([AUG["none"], AUG["sp"], AUG["pixmix"]], 1, data["bank"])
+    Compiler.set_enabled(False)
+    try:
+        loader = Loader(str(data["train"]), batch_size=BATCH, num_workers=1,
+                        order=OrderOption.RANDOM, seed=1, drop_last=True,
+                        pipelines={"image": [_CountingDecoder(), views, ToTensor()],
+                                   "label": [IntDecoder(), ToTensor()]})
+        _CountingDecoder.calls = 0
+        batches = sum(1 for x, _ in loader if x.shape[1] == 3)
+    finally:
+        Compiler.set_enabled(True)
+    assert batches == N // BATCH and _CountingDecoder.calls == batches

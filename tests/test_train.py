@@ -1,8 +1,15 @@
-"""Training on real betons: every variant, exact resume, refused checkpoints, NaN handling."""
+"""Training on real betons: every variant, exact resume, refused checkpoints, NaN handling.
+
+Interruptions here are real signals: a test makes the running trainer send SIGTERM to its own
+process at a chosen moment (by wrapping a method with monkeypatch), and the trainer's handler
+stops it at the next step boundary (``fastmix.train.preemption``).
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import signal
 
 import pytest
 import torch
@@ -10,12 +17,31 @@ import torch
 from fastmix.config import VARIANTS, load_config
 from fastmix.errors import ConfigError, TrainingError
 from fastmix.train.checkpoint import CheckpointError, load_checkpoint, load_run
-from fastmix.train.trainer import lr_at, train
+from fastmix.train.preemption import Preempted
+from fastmix.train.run import Run
+from fastmix.train.schedule import lr_at
+from fastmix.train.trainer import train
 
 
 def _cfg(variant, data_dir, *extra):
     return load_config(variant, ["smoke"], [f"data.dir='{data_dir}'", "train.device='cpu'",
                                              *extra])
+
+
+def _sigterm_when(monkeypatch, method: str, condition) -> None:
+    """Make ``Run.<method>`` send SIGTERM to this process once ``condition(run)`` holds after
+    it returned (once)."""
+    original = getattr(Run, method)
+    sent = []
+
+    def wrapped(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if not sent and condition(self):
+            sent.append(self.step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Run, method, wrapped)
 
 
 def _steps(run_dir):
@@ -66,7 +92,7 @@ def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_p
 
 
 def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_results(
-        data_dir, tmp_path):
+        data_dir, tmp_path, monkeypatch):
     """`fastmix run` skips a run only when ``train()`` completed it for the same config
     (``done.json``, written last): a run interrupted in its second epoch, with a best.pt from
     the first, is not finished (before, any ``max_steps`` run with a best.pt counted as
@@ -78,8 +104,12 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
              "train.log_every=10")
     cfg = _cfg("base", data_dir, *extra)  # 5000 images / batch 64: 78 steps per epoch
     run = tmp_path / "base-s0"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, progress=False, stop_after_steps=90)
+    _sigterm_when(monkeypatch, "end_epoch", lambda r: True)  # after epoch 1's row and best.pt
+    with pytest.raises(Preempted) as stopped:
+        train(cfg, run, progress=False)
+    monkeypatch.undo()
+    assert stopped.value.exit_code == 143 and "base-s0: step 78/100" in str(stopped.value)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 78
     assert (run / "checkpoints" / "best.pt").is_file()
     assert not finished(run, cfg)
     (run / "results.json").write_text("{}")  # e.g. `fastmix report` on the unfinished run
@@ -105,21 +135,36 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
         finished(run, other)
 
 
-def test_resume_gives_the_same_weights(data_dir, tmp_path):
-    extra = ("train.max_steps=16", "train.ckpt_every=5", "train.log_every=1")
+def test_sigterm_then_resume_gives_the_same_weights(data_dir, tmp_path, monkeypatch):
+    """SIGTERM at step 8 of 16: a checkpoint at that step boundary (no step lost), exit code
+    143, and ``--resume`` ends with the uninterrupted run's weights, momentum buffers, dropout
+    generator and per-step losses, bit for bit (lenet: dropout; pixmix_oe: PixMix draws and the
+    outlier stream)."""
+    extra = ("train.max_steps=16", "train.log_every=1", "model.name='lenet'", "model.width=4")
     full = train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "a", progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "b", progress=False,
-              stop_after_steps=8)
-    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 5
+    _sigterm_when(monkeypatch, "train_step", lambda r: r.step == 8)
+    with pytest.raises(Preempted, match="SIGTERM") as stopped:
+        train(_cfg("pixmix_oe", data_dir, *extra), tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert stopped.value.exit_code == 143
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 8
     cfg_b = _cfg("pixmix_oe", data_dir, *extra)
     resumed = train(cfg_b, tmp_path / "b", resume=True, progress=False)
     assert full.steps == resumed.steps == 16
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    _assert_same_state(tmp_path / "a", tmp_path / "b")
     assert _steps(tmp_path / "a") == _steps(tmp_path / "b")
+
+
+def _assert_same_state(a_run, b_run) -> None:
+    """Weights, optimiser state (momentum buffers) and dropout generator, bit for bit."""
+    a = load_checkpoint(a_run / "checkpoints" / "last.pt")
+    b = load_checkpoint(b_run / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for i, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    assert torch.equal(a["dropout_rng"], b["dropout_rng"])
 
 
 def test_existing_run_is_not_overwritten(data_dir, tmp_path):
@@ -167,9 +212,21 @@ def test_missing_betons_are_named(tmp_path):
 
 
 def test_lr_schedule_is_triangular():
-    lrs = [lr_at(s, 100, 1.0, 0.2) for s in range(100)]
+    lrs = [lr_at(s, 100, 1.0, "onecycle", 0.2) for s in range(100)]
     assert lrs[19] == pytest.approx(1.0) and lrs[0] == pytest.approx(0.05)
     assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20], strict=False))
     assert all(a >= b for a, b in zip(lrs[19:], lrs[20:], strict=False))
     assert lrs[-1] == pytest.approx(1 / 80)
 
+
+
+def test_cosine_schedule_is_the_oe_papers():
+    """The OE paper's ``LambdaLR(cosine_annealing(step, T, 1, 1e-6 / lr))``, stepped before each
+    optimiser step, computed here from its formula: step s uses the factor at s + 1."""
+    import math
+
+    lr, lo, total = 0.01, 1e-6, 50
+    for s in range(total):
+        factor = lo / lr + (1 - lo / lr) * 0.5 * (1 + math.cos((s + 1) / total * math.pi))
+        assert lr_at(s, total, lr, "cosine", lr_min=lo) == pytest.approx(lr * factor, rel=1e-12)
+    assert lr_at(total - 1, total, lr, "cosine", lr_min=lo) == pytest.approx(lo)

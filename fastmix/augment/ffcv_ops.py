@@ -1,35 +1,43 @@
-"""FFCV ``Operation``s that run the fastmix Numba kernels inside the FFCV loader.
+"""The FFCV ``Operation`` that runs the fastmix Numba kernels inside the FFCV loader.
 
 Pipeline for the image field (``NDArrayField`` uint8 (H, W))::
 
-    NDArrayDecoder() -> ToUnitFloat()                          -> ffcv ToTensor()
-    ParallelNDArrayDecoder() -> SaltPepper(...) | PixMix(...) -> ffcv ToTensor()
+    NDArrayDecoder() or ParallelNDArrayDecoder() -> Views([augmentation, ...]) -> ToTensor()
 
-Every op turns the decoded uint8 batch (B, H, W) into float32 (B, 1, H, W) in [0, 1] -- the one
-model-input convention of fastmix (normalisation (x - 0.5) / 0.5 happens in the model).
+``Views`` turns each decoded uint8 batch (B, H, W) into V float32 views in [0, 1], one per
+augmentation (``fastmix.augment.spec.Augmentation``: none = ``x / 255``, salt-and-pepper,
+PixMix), from one read and one decode. Normalisation, if any, is the model's first step.
 
-How the work is done. Each op declares ``jit_mode=False``, so FFCV calls its code as a plain
+Memory layout: FFCV allocates the op's output as (B, V, H, W) (it always puts the batch
+first), but ``Views`` writes it *view-major*: the buffer's memory holds view 0 of the whole
+batch, then view 1, ... (``dst.reshape(V, B, H, W)[v]``). So every view is one contiguous
+(B, H, W) block that the kernels write at full speed and the trainer reads without a copy;
+``fastmix.data.loader.EpochLoader`` reinterprets the tensor as (V, B, 1, H, W). With V = 1 the
+two layouts coincide.
+
+How the work is done. ``Views`` declares ``jit_mode=False``, so FFCV calls its code as a plain
 Python function once per batch (in the loader's worker thread) instead of compiling it into the
-pipeline. That function makes ONE call to a cached, ``parallel=True, nogil=True`` batch kernel of
-``fastmix.augment.pixmix`` (a ``prange`` over the batch, as many threads as the loader's ``num_workers``,
-which FFCV sets with ``numba.set_num_threads`` in that thread), load-balanced with Numba's
-dynamic schedule (``run_load_balanced``). Consequences:
+pipeline. That function makes one call per view to a cached, ``parallel=True, nogil=True``
+batch kernel (``fastmix.augment.unit``, ``salt_pepper``, ``pixmix``: a ``prange`` over the
+batch on as many threads as the loader's ``num_workers``, which FFCV sets with
+``numba.set_num_threads`` in that thread), load-balanced with Numba's dynamic schedule
+(``run_load_balanced``). Consequences:
 
 * no per-loader JIT: the kernels come from Numba's on-disk cache, so building a loader costs
   only FFCV's own decoder compilation;
 * the fractal bank and the epoch are ordinary *arguments* of the kernel call. Numba freezes any
   array that compiled code captures from a closure or global into a compile-time constant (a
-  copy, and a mutable epoch array would stay frozen at its first value). Here the bank array is
+  copy, and a mutable epoch would stay frozen at its first value). Here the bank array is
   passed by reference on every batch (never copied), and the epoch is read from the op at batch
   time.
 
-The epoch: FFCV never tells an op which epoch it is in. ``SaltPepper`` and ``PixMix`` hold an
-``epoch`` attribute that ``fastmix.data.loader.EpochLoader`` sets with ``set_epoch`` right before it
-starts each FFCV epoch (FFCV's ``Loader.next_epoch``, the same counter that seeds the RANDOM
-order), after it has stopped any unfinished iterator of the previous epoch, so no batch of one
-epoch can be computed with another epoch's number. The sample index comes from FFCV
-(``with_indices``), so every sample's randomness is ``sample_state(seed, epoch, index)``: the
-same whatever the thread count, batch composition or order.
+The epoch: FFCV never tells an op which epoch it is in. ``Views`` holds an ``epoch`` attribute
+that ``fastmix.data.loader.EpochLoader`` sets with ``set_epoch`` right before it starts each
+FFCV epoch (FFCV's ``Loader.next_epoch``, the same counter that seeds the RANDOM order), after
+it has stopped any unfinished iterator of the previous epoch, so no batch of one epoch can be
+computed with another epoch's number. The sample index comes from FFCV (``with_indices``), so
+every sample's randomness is ``sample_state(view_seed, epoch, index)``: the same whatever the
+thread count, batch composition, order, or the other views computed beside it.
 
 Numba's threading layer must be thread-safe (TBB or OpenMP, Numba's default preference) when two
 loaders run at once (in-distribution + outlier loader): the ``workqueue`` fallback aborts on
@@ -38,7 +46,7 @@ concurrent parallel launches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numba
@@ -48,7 +56,8 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
-from fastmix.augment import pillow_ops, pixmix, salt_pepper, unit
+from fastmix.augment import pixmix, salt_pepper, unit
+from fastmix.augment.spec import Augmentation, validate_bank, view_seed
 from fastmix.errors import ConfigError, DataError
 
 _F32 = np.dtype(np.float32)
@@ -67,9 +76,8 @@ def run_load_balanced(kernel: Callable, task_iterations: int, *args) -> None:
     Numba's default schedule (chunksize 0) cuts a ``prange`` into one contiguous block per
     thread, so a batch ends when the slowest block does. On a 2-core machine the loader's own
     thread, the training or consuming thread and other processes preempt one worker now and
-    then, and with static blocks the other one then waits idle at the end of the batch.
-    Measured in the FFCV loader (PixMix, 2 vs 1 thread, interleaved): 1.75-1.80x static,
-    1.81-1.99x dynamic. The output does not change: every sample draws from its own stream.
+    then, and with static blocks the other one then waits idle at the end of the batch. The
+    output does not change: every sample draws from its own stream.
     The calling thread's previous chunk size is restored, also when the kernel raises."""
     previous = numba.set_parallel_chunksize(task_iterations)
     try:
@@ -93,10 +101,9 @@ class ParallelNDArrayDecoder(NDArrayDecoder):
 
     ffcv's decoder loops over the batch with ``Compiler.get_iterator()`` (``prange`` when the
     loader has more than one thread) but never marks itself ``is_parallel``, so ``Compiler``
-    compiles it serial and the copy runs on one thread while the other cores wait: with a
-    random order every sample is a cache miss (~0.35 ms per batch of 512 here, ~10% of a
-    PixMix batch on 2 threads). Marked parallel, it splits over the loader's threads (about
-    +0.6 s of compilation per loader, measured)."""
+    compiles it serial and the copy runs on one thread while the other cores wait (with a
+    random order every sample is a cache miss). Marked parallel, it splits over the loader's
+    threads, for a little more compilation per loader."""
 
     def generate_code(self) -> Callable:
         decoder = super().generate_code()
@@ -104,143 +111,68 @@ class ParallelNDArrayDecoder(NDArrayDecoder):
         return decoder
 
 
-class _UnitFloatOp(Operation):
-    """Shared plumbing: uint8 (B, H, W) in, float32 (B, 1, H, W) out, Python-level code."""
+class Views(Operation):
+    """V augmented views of each uint8 (B, H, W) batch as float32 in [0, 1], written view-major
+    into a (B, V, H, W) buffer (module docstring); view ``v`` is ``augmentations[v]`` with the
+    per-sample seed ``view_seed(seed, augmentations[v])``.
 
-    def __init__(self) -> None:
+    ``bank``: uint8 (M, S, S) PixMix mixing pictures (S >= image size; fractals at S = 32),
+    required when a view is PixMix, kept by reference and shared by every batch."""
+
+    def __init__(self, augmentations: Sequence[Augmentation], seed: int = 0,
+                 bank: np.ndarray | None = None) -> None:
         super().__init__()
-        self.hw: tuple[int, int] | None = None
-
-    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
-        h, w = _image_shape(previous_state, type(self).__name__)
-        self._check_shape(h, w)
-        self.hw = (h, w)
-        state = replace(previous_state, jit_mode=False, shape=(1, h, w), dtype=_F32)
-        return state, AllocationQuery((1, h, w), _F32)
-
-    def _check_shape(self, h: int, w: int) -> None:
-        pass
-
-
-class ToUnitFloat(_UnitFloatOp):
-    """No augmentation: ``x / 255`` as float32 (B, 1, H, W)."""
-
-    def generate_code(self) -> Callable:
-        kernel = unit.to_unit_batch
-
-        def to_unit_float(images, dst):
-            n = images.shape[0]
-            kernel(images, dst.reshape(n, images.shape[1], images.shape[2]))
-            return dst
-
-        return to_unit_float
-
-
-class _EpochOp(_UnitFloatOp):
-    """An op whose randomness is ``sample_state(seed, epoch, index)``."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
+        if not augmentations:
+            raise ConfigError("Views: at least one augmentation is needed")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"{type(self).__name__}: seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
+            raise ConfigError(f"Views: seed must be an integer, got {seed!r}")
+        self.augmentations = tuple(augmentations)
+        self.seeds = tuple(view_seed(int(seed), a) for a in self.augmentations)
+        self.bank = None
+        if any(a.kind == "pixmix" for a in self.augmentations):
+            if bank is None:
+                raise ConfigError("PixMix needs a fractal_bank (uint8 (M, S, S) mixing pictures)")
+            self.bank = validate_bank(bank)
         self.epoch = 0
+
+    @property
+    def augments(self) -> bool:
+        """Whether any view is random (salt-and-pepper or PixMix)."""
+        return any(a.kind != "none" for a in self.augmentations)
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used by every batch computed from now on (set before an FFCV epoch starts)."""
         self.epoch = int(epoch)
 
-
-class SaltPepper(_EpochOp):
-    """Salt-and-pepper noise (scikit-image ``random_noise`` 's&p'): each pixel independently
-    replaced with probability ``amount``, by 0 or 255 with equal odds; see
-    ``fastmix.augment.salt_pepper.salt_pepper_batch``. Default amount 0.1 (MNIST-C impulse_noise is 0.17)."""
-
-    def __init__(self, seed: int, amount: float = salt_pepper.SP_AMOUNT) -> None:
-        super().__init__(seed)
-        if not 0.0 <= float(amount) <= 1.0:
-            raise ConfigError(f"SaltPepper: amount must lie in [0, 1], got {amount!r}")
-        self.amount = float(amount)
-
-    def generate_code(self) -> Callable:
-        kernel = salt_pepper.salt_pepper_batch
-        op = self
-
-        def salt_pepper_op(images, dst, indices):
-            n = images.shape[0]
-            out = dst.reshape(n, images.shape[1], images.shape[2])
-            run_load_balanced(kernel, SALT_PEPPER_TASK_ITERATIONS,
-                              images, indices.astype(np.int64), out, op.seed, op.epoch,
-                              op.amount)  # fmt: skip
-            return dst
-
-        salt_pepper_op.with_indices = True
-        return salt_pepper_op
-
-
-def validate_bank(bank: np.ndarray) -> np.ndarray:
-    """The mixing bank as a C-contiguous uint8 (M, S1, S2) array; DataError if it is not one."""
-    if not isinstance(bank, np.ndarray) or bank.dtype != np.uint8 or bank.ndim != 3:
-        raise DataError(
-            "PixMix: fractal_bank must be a uint8 array of shape (M, S, S), got "
-            f"{getattr(bank, 'dtype', type(bank))} {getattr(bank, 'shape', '')}"
-        )
-    if bank.shape[0] == 0:
-        raise DataError("PixMix: fractal_bank is empty")
-    return np.ascontiguousarray(bank)
-
-
-class PixMix(_EpochOp):
-    """PixMix (Hendrycks et al., CVPR 2022) with one random crop of one bank picture per sample;
-    see ``fastmix.augment.pixmix`` for the algorithm and the parameters' meaning.
-
-    ``bank``: uint8 (M, S, S) mixing pictures (S >= image size; fractals at S = 32), kept by
-    reference and shared by every batch.
-    """
-
-    def __init__(
-        self,
-        bank: np.ndarray,
-        seed: int,
-        k: int = pixmix.PIXMIX_K,
-        beta: float = pixmix.PIXMIX_BETA,
-        severity: float = pixmix.AUG_SEVERITY,
-        all_ops: bool = False,
-    ) -> None:
-        super().__init__(seed)
-        self.bank = validate_bank(bank)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 64:
-            raise ConfigError(f"PixMix: k (mixing rounds) must be an integer in [0, 64], got {k!r}")
-        if not float(beta) > 0.0:
-            raise ConfigError(f"PixMix: beta must be > 0, got {beta!r}")
-        if not 0.1 < float(severity) <= pixmix.MAX_SEVERITY:
-            raise ConfigError(
-                f"PixMix: aug_severity must lie in (0.1, {pixmix.MAX_SEVERITY:g}], "
-                f"got {severity!r}"
-            )
-        self.k = int(k)
-        self.beta = float(beta)
-        self.severity = float(severity)
-        self.n_ops = pillow_ops.N_OPS_ALL if all_ops else pillow_ops.N_OPS_BASIC
-
-    def _check_shape(self, h: int, w: int) -> None:
-        if self.bank.shape[1] < h or self.bank.shape[2] < w:
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        h, w = _image_shape(previous_state, "Views")
+        if self.bank is not None and (self.bank.shape[1] < h or self.bank.shape[2] < w):
             raise DataError(
                 f"PixMix: fractal_bank pictures {self.bank.shape[1:]} are smaller than the "
                 f"images ({h}, {w}); they are random-cropped to the image size"
             )
+        shape = (len(self.augmentations), h, w)
+        return replace(previous_state, jit_mode=False, shape=shape, dtype=_F32), \
+            AllocationQuery(shape, _F32)
 
     def generate_code(self) -> Callable:
-        kernel = pixmix.pixmix_batch
         op = self
 
-        def pixmix_op(images, dst, indices):
-            n = images.shape[0]
-            out = dst.reshape(n, images.shape[1], images.shape[2])
-            run_load_balanced(kernel, PIXMIX_TASK_ITERATIONS,
-                              images, indices.astype(np.int64), op.bank, out, op.seed,
-                              op.epoch, op.k, op.beta, op.severity, op.n_ops)  # fmt: skip
+        def views(images, dst, indices):
+            n, h, w = images.shape
+            out = dst.reshape(len(op.augmentations), n, h, w)  # view-major (module doc)
+            idx = indices.astype(np.int64)
+            for v, (a, seed) in enumerate(zip(op.augmentations, op.seeds, strict=True)):
+                if a.kind == "none":
+                    unit.to_unit_batch(images, out[v])
+                elif a.kind == "sp":
+                    run_load_balanced(salt_pepper.salt_pepper_batch, SALT_PEPPER_TASK_ITERATIONS,
+                                      images, idx, out[v], seed, op.epoch, a.sp_amount)
+                else:
+                    run_load_balanced(pixmix.pixmix_batch, PIXMIX_TASK_ITERATIONS,
+                                      images, idx, op.bank, out[v], seed, op.epoch, a.pixmix_k,
+                                      a.pixmix_beta, a.pixmix_severity, a.n_ops)
             return dst
 
-        pixmix_op.with_indices = True
-        return pixmix_op
+        views.with_indices = True
+        return views

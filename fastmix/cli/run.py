@@ -1,9 +1,11 @@
 """``fastmix run``: convert + train all six + evaluate + report, in one command.
 
 This is what ``make run`` runs. Every stage skips finished work: convert rebuilds only missing
-or stale betons, training skips run directories whose ``done.json`` says they finished this
-config (and resumes unfinished ones), evaluation skips runs that already have results.json
-(training removes it whenever it changes the weights), so a second ``make run`` takes seconds.
+or stale betons; training skips run directories whose ``done.json`` says they finished this
+config, resumes unfinished ones (from their last checkpoint, e.g. after SIGTERM) and trains
+the rest, all in one process from one pass over the data; evaluation skips runs that already
+have results.json (training removes it whenever it changes the weights), so a second ``make
+run`` takes seconds. SIGTERM / SIGINT during training exits 143 / 130 after checkpointing.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from fastmix.cli.train import add_jobs_arg
-from fastmix.config import VARIANTS, load_config
+from fastmix.cli.train import add_config_args, study_configs
+from fastmix.config import VARIANTS
 from fastmix.errors import ConfigError, DataError, TrainingError
 
 
@@ -26,21 +28,20 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="run directories and the report")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant (mean ± std)")
-    p.add_argument("--config", action="append", default=[], metavar="PRESET")
-    p.add_argument("--set", action="append", default=[], dest="overrides")
+    add_config_args(p)
     p.add_argument("--fractals", type=int, default=10_000)
     p.add_argument("--no-progress", action="store_true")
-    add_jobs_arg(p)
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from fastmix.cli.train import train_configs
-    from fastmix.train.run_dir import is_finished, run_dir_for
     from fastmix.converters.build import convert, summary_lines
     from fastmix.converters.catalog import CatalogOptions, build_catalog
     from fastmix.converters.sources import SourceResolver
     from fastmix.evaluate.evaluate import evaluate_run
     from fastmix.report.report import write_report
+    from fastmix.train.preemption import Preempted
+    from fastmix.train.run_dir import is_finished, run_dir_for
+    from fastmix.train.trainer import RunRequest, train_runs
 
     t0 = time.perf_counter()
     progress = not args.no_progress
@@ -50,9 +51,10 @@ def run_all(args: argparse.Namespace) -> int:
         bad = [v for v in variants if v not in VARIANTS]
         if bad:
             raise ConfigError(f"unknown variants {bad}; valid: {', '.join(VARIANTS)}")
-        overrides = [*args.overrides, f"data.dir={str(args.data)!r}"]
-        cfgs = [load_config(v, args.config, [*overrides, f"train.seed={s}"])
-                for s in range(args.seeds) for v in variants]
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+        overrides = [*args.overrides, {"data": {"dir": str(args.data)}}]
+        cfgs = study_configs(variants, list(range(args.seeds)), args.config, overrides)
 
         print("== convert", flush=True)
         catalog = build_catalog(CatalogOptions(fractal_count=args.fractals))
@@ -72,9 +74,9 @@ def run_all(args: argparse.Namespace) -> int:
             if is_finished(run_dir, cfg):
                 print(f"{run_dir}: already trained")
                 continue
-            todo.append(cfg)
-        train_configs(todo, args.config, overrides, out, progress, args.jobs,
-                      resume_unfinished=True, log=print)
+            resume = (run_dir / "config.toml").is_file()  # same config (is_finished checked)
+            todo.append(RunRequest(None if resume else cfg, run_dir, resume))
+        train_runs(todo, progress=progress)
 
         print("== evaluate", flush=True)
         cache: dict = {}
@@ -87,6 +89,9 @@ def run_all(args: argparse.Namespace) -> int:
         print("== report", flush=True)
         report = write_report(runs, out / "report")
         print(f"report: {report}")
+    except Preempted as e:
+        print(f"fastmix run: {e}", file=sys.stderr)
+        return e.exit_code
     except (ConfigError, TrainingError, DataError) as e:
         print(f"fastmix run: error: {e}", file=sys.stderr)
         return 2

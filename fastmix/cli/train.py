@@ -1,4 +1,11 @@
-"""``fastmix train``: one variant or all six, into run directories ``<out>/<variant>-s<seed>``."""
+"""``fastmix train``: one variant, all six, or several seeds, into run directories
+``<out>/<variant>-s<seed>``, in one process from one pass over the data
+(``fastmix.train.trainer``).
+
+Exit status: 0 when every run finished; 2 for a bad config, data or folder (nothing is
+written); 143 / 130 after SIGTERM / SIGINT, once every unfinished run has written its
+checkpoint (``--resume`` continues it).
+"""
 
 from __future__ import annotations
 
@@ -6,130 +13,92 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fastmix.config import VARIANTS, Config, load_config
-from fastmix.train.run_dir import run_dir_for
 from fastmix.errors import ConfigError, DataError, TrainingError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="base", choices=[*VARIANTS, "all"])
-    p.add_argument("--config", action="append", default=[], metavar="PRESET",
-                   help="extra preset from configs/ (e.g. smoke) or a TOML file; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   dest="overrides", help="typed override; unknown keys are errors")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant: 0..N-1 (or from "
+                   "--seed on)")
+    add_config_args(p)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="the first training seed")
     p.add_argument("--device", help="auto | cpu | cuda[:N]")
     p.add_argument("--compile", choices=["auto", "on", "off"])
     p.add_argument("--data", help="betons folder (default: data.dir of the config)")
     p.add_argument("--out", default="runs", help="folder for run directories")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run directory")
+    p.add_argument("--resume", metavar="RUN", action="append", default=[],
+                   help="continue an interrupted run directory (repeatable)")
     p.add_argument("--no-progress", action="store_true")
-    add_jobs_arg(p)
 
 
-def add_jobs_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", default="auto", metavar="auto|N",
-                   help="runs trained at once, one process per group of cores (auto: as many as "
-                        "cores on a CPU, where it measured 1.4x faster on 2 cores; 1 on CUDA)")
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """``--config PRESET`` (repeatable) and ``--set section.key=value`` (repeatable)."""
+    p.add_argument("--config", action="append", default=[], metavar="PRESET",
+                   help="extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   dest="overrides", help="typed override; unknown keys are errors")
 
 
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    """The shorthand flags as ``--set`` overrides (they go last, so they win)."""
-    out = list(args.overrides)
-    for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"),
-                      ("device", "train.device"), ("compile", "train.compile")):
+def cli_overrides(args: argparse.Namespace) -> list[str | dict[str, dict[str, Any]]]:
+    """``--set`` texts, then the shorthand flags as dicts (they go last, so they win)."""
+    out: list[str | dict[str, dict[str, Any]]] = list(args.overrides)
+    for flag, key in (("epochs", "epochs"), ("device", "device"), ("compile", "compile")):
         value = getattr(args, flag, None)
         if value is not None:
-            out.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+            out.append({"train": {key: value}})
     if getattr(args, "data", None):
-        out.append(f"data.dir={str(args.data)!r}")
+        out.append({"data": {"dir": str(args.data)}})
     return out
 
 
-def train_job(cfg: Config, presets: list[str], overrides: list[str], out: str | Path):
-    """The ``fastmix train`` arguments that train ``cfg`` into ``run_dir_for(out, cfg)``."""
-    from fastmix.train.jobs import Job
-
-    args = ["--variant", cfg["variant"]["name"], "--out", str(out)]
-    for preset in presets:
-        args += ["--config", preset]
-    for o in [*overrides, f"train.seed={cfg['train']['seed']}"]:
-        args += ["--set", o]
-    return Job(run_dir_for(out, cfg), cfg["variant"]["name"], tuple(args), cfg["oe"]["enabled"],
-               cfg["train"]["epochs"])
+def study_configs(variants: list[str], seeds: list[int], presets: list[str],
+                  overrides: list) -> list[Config]:
+    """Every (seed, variant) config, validated before anything is trained."""
+    return [load_config(v, presets, [*overrides, {"train": {"seed": s}}])
+            for s in seeds for v in variants]
 
 
-def train_configs(cfgs: list[Config], presets: list[str], overrides: list[str],
-                  out: str | Path, progress: bool = True, jobs: str | int = 1,
-                  resume_unfinished: bool = False, log=None) -> list:
-    """Train each config into ``run_dir_for(out, cfg)``: in turn, or ``jobs`` at a time in
-    pinned processes (``fastmix.train.jobs``; ``auto`` = concurrent on a CPU, where it measured
-    faster). ``resume_unfinished``: continue a run directory that holds a ``last.pt``
-    checkpoint. ``log``: called with a line per run trained in turn."""
-    from dataclasses import replace
-
-    from fastmix.train.jobs import resolve_jobs, train_concurrently
-    from fastmix.train.trainer import train
-
-    def resumes(run_dir: Path) -> bool:
-        return resume_unfinished and (run_dir / "checkpoints" / "last.pt").is_file()
-
-    n_jobs = resolve_jobs(jobs, len(cfgs), cfgs[0]["train"]["device"] if cfgs else "cpu")
-    if n_jobs > 1:
-        todo = []
-        for cfg in cfgs:
-            job = train_job(cfg, presets, overrides, out)
-            if resumes(job.run_dir):
-                job = replace(job, args=("--resume", str(job.run_dir)))
-            todo.append(job)
-        return train_concurrently(todo, n_jobs, progress=progress)
-    results = []
-    for cfg in cfgs:
-        run_dir = run_dir_for(out, cfg)
-        r = train(cfg, run_dir, resume=resumes(run_dir), progress=progress)
-        if log is not None:
-            log(f"{r.variant}: best val acc {r.best_val_acc:.4f}, "
-                f"{r.images_per_s:.0f} img/s, {r.seconds:.1f} s")
-        results.append(r)
-    return results
-
-
-def train_variants(variants: list[str], presets: list[str], overrides: list[str],
-                   out: str | Path, progress: bool = True, jobs: str | int = 1) -> list:
-    """Validate every variant's config first, then ``train_configs`` them."""
-    cfgs = [load_config(v, presets, overrides) for v in variants]
-    return train_configs(cfgs, presets, overrides, out, progress, jobs)
+def print_results(results: list) -> None:
+    print(f"{'variant':10s} {'best val':>9s} {'img/s':>8s} {'train s':>8s}  run")
+    for r in results:
+        print(f"{r.variant:10s} {r.best_val_acc:9.4f} {r.images_per_s:8.0f} {r.seconds:8.1f}"
+              f"  {r.run_dir}")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fastmix.train.trainer import train
+    from fastmix.train import distributed
+    from fastmix.train.preemption import Preempted
+    from fastmix.train.run_dir import run_dir_for
+    from fastmix.train.trainer import RunRequest, train_runs
 
     t0 = time.perf_counter()
     try:
         if args.resume:
-            from fastmix.train.run_dir import read_run_config
-
-            cfg = read_run_config(args.resume)
-            results = [train(cfg, Path(args.resume), resume=True, progress=not args.no_progress)]
+            requests = [RunRequest(None, Path(r), resume=True) for r in args.resume]
         else:
             variants = list(VARIANTS) if args.variant == "all" else [args.variant]
-            results = train_variants(variants, args.config, cli_overrides(args), args.out,
-                                     progress=not args.no_progress, jobs=args.jobs)
+            first = args.seed if args.seed is not None else 0
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+            cfgs = study_configs(variants, list(range(first, first + args.seeds)), args.config,
+                                 cli_overrides(args))
+            requests = [RunRequest(c, run_dir_for(args.out, c)) for c in cfgs]
+        results = train_runs(requests, progress=not args.no_progress)
+    except Preempted as e:
+        print(f"fastmix train: {e}", file=sys.stderr)
+        return e.exit_code
     except (ConfigError, TrainingError, DataError) as e:
         print(f"fastmix train: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. the disk filled up while writing a checkpoint or a log
         print(f"fastmix train: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
-    from fastmix.train import distributed
-
     if not distributed.is_main():
         return 0
-    print(f"{'variant':10s} {'best val':>9s} {'img/s':>8s} {'train s':>8s}  run")
-    for r in results:
-        print(f"{r.variant:10s} {r.best_val_acc:9.4f} {r.images_per_s:8.0f} {r.seconds:8.1f}"
-              f"  {r.run_dir}")
+    print_results(results)
     print(f"wall time {time.perf_counter() - t0:.1f} s")
     return 0

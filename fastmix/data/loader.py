@@ -1,16 +1,14 @@
 """FFCV loaders for training, evaluation and Outlier Exposure.
 
-Every loader yields ``(images, labels)``: images a float32 torch tensor (B, 1, H, W) in [0, 1],
-labels int64 (B,). That is the model-input convention of the whole project: normalisation
-((x - 0.5) / 0.5, as the PixMix reference) is NOT done here but as the model's fixed first step,
-so training, evaluation and every OOD set share one input format. ``fastmix.data.inputs.to_model_input`` converts raw
-uint8 arrays (for instance an OOD set held in memory) to the same format.
+Every loader yields ``(images, labels)``, labels int64 (B,). Images are float32 in [0, 1], the
+model-input convention of the whole project (``fastmix.data.inputs``): (B, 1, H, W) from a
+loader of one augmentation, (V, B, 1, H, W) from a training loader given a list of V
+augmentations (its views, from one read and one decode per batch; ``fastmix.augment.ffcv_ops``).
 
 Epochs. ``EpochLoader`` wraps an FFCV ``Loader``: each ``iter()`` is one epoch. Its number is
 FFCV's ``next_epoch`` counter (0 first); it seeds the RANDOM order (``seed + epoch``) and reaches
-the augmentation ops through ``set_epoch`` before FFCV starts the epoch (see ``fastmix.augment.ffcv_ops``).
-``set_epoch(e)`` resumes at epoch ``e``. Starting an epoch first stops an unfinished iterator of
-the previous one.
+the augmentation op through ``set_epoch`` before FFCV starts the epoch. ``set_epoch(e)`` resumes
+at epoch ``e``. Starting an epoch first stops an unfinished iterator of the previous one.
 
 Buffers. FFCV reuses its output buffers (``batches_ahead + 2`` slots): a batch stays valid only
 until a few more batches have been drawn. The fastmix training loop consumes each batch before
@@ -21,14 +19,14 @@ most the CPU count; default min(2, CPUs)). FFCV also sets torch's intra-op threa
 ``num_workers`` -- to 1 when ffcv is imported, again at every Loader construction and at the start
 of every epoch (``Compiler.set_num_threads``). The loaders here put it back to ``torch_threads``
 (default: all usable CPUs; 0 leaves it alone) after construction and after each epoch's first
-batch, when FFCV's worker thread has made its change; ``set_torch_threads`` is the helper.
+batch, when FFCV's worker thread has made its change (``fastmix.runtime.set_torch_threads``).
 """
 
 from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,27 +37,23 @@ from ffcv.loader import Loader, OrderOption
 from ffcv.reader import Reader
 from ffcv.transforms import ToDevice, ToTensor
 
-from fastmix.augment import pixmix, salt_pepper
-from fastmix.augment.ffcv_ops import (
-    ParallelNDArrayDecoder,
-    PixMix,
-    SaltPepper,
-    ToUnitFloat,
-    _EpochOp,
-)
+from fastmix.augment.ffcv_ops import ParallelNDArrayDecoder, Views
+from fastmix.augment.spec import Augmentation
 from fastmix.errors import ConfigError, DataError
 from fastmix.runtime import set_torch_threads, usable_cores
 
-VARIANTS = ("none", "sp", "pixmix")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class EpochLoader:
-    """One FFCV epoch per ``iter()``: batches ``(images float32 (B,1,H,W), labels int64 (B,))``."""
+    """One FFCV epoch per ``iter()``: batches ``(images, labels int64 (B,))``, images float32
+    (B, 1, H, W), or (V, B, 1, H, W) views for a loader of several augmentations."""
 
-    def __init__(self, loader: Loader, ops: list[_EpochOp], torch_threads: int | None) -> None:
+    def __init__(self, loader: Loader, views: Views, torch_threads: int | None,
+                 stacked: bool = False) -> None:
         self.loader = loader
-        self.ops = ops
+        self.views = views
+        self.stacked = stacked  # yield (V, B, 1, H, W) views instead of (B, 1, H, W) images
         self.torch_threads = torch_threads
         self._active = None  # the FFCV EpochIterator of the current epoch
         self._restore_threads()
@@ -110,9 +104,7 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.close()
-        epoch = self.epoch
-        for op in self.ops:
-            op.set_epoch(epoch)
+        self.views.set_epoch(self.epoch)
         self._active = iter(self.loader)  # FFCV starts computing batches right away
         return self._batches(self._active)
 
@@ -122,7 +114,9 @@ class EpochLoader:
             if first:
                 self._restore_threads()  # FFCV's worker thread reset it before this batch
                 first = False
-            yield images, labels.view(-1)
+            n, v, h, w = images.shape  # view-major memory (fastmix.augment.ffcv_ops)
+            x = images.view(v, n, 1, h, w)
+            yield (x if self.stacked else x[0]), labels.view(-1)
 
 
 def cycle(loader: EpochLoader) -> Iterator[Batch]:
@@ -183,76 +177,42 @@ def _check_fields(path: Path) -> None:
         )
 
 
-def _build(
-    beton: str | os.PathLike,
-    image_op,
-    batch_size: int,
-    num_workers: int | None,
-    order: OrderOption,
-    seed: int | None,
-    drop_last: bool,
-    distributed: bool,
-    device: str | torch.device,
-    batches_ahead: int,
-    torch_threads: int | None,
-) -> EpochLoader:
+def _build(beton: str | os.PathLike, views: Views, batch_size: int, num_workers: int | None,
+           order: OrderOption, seed: int, drop_last: bool, distributed: bool,
+           device: str | torch.device, batches_ahead: int, torch_threads: int | None,
+           stacked: bool) -> EpochLoader:
     path = _check_beton(beton)
     workers = _check_workers(num_workers)
     batch_size = _check_batch_size(batch_size)
     dev = torch.device(device)
     tail = [] if dev.type == "cpu" else [ToDevice(dev, non_blocking=True)]
-    # Augmenting loaders decode on all their threads (``ParallelNDArrayDecoder``: +~4% PixMix
-    # throughput on 2 threads, for ~0.6 s more compilation per loader); the others keep
-    # ffcv's serial decoder, which compiles faster and is never their bottleneck.
-    decoder = ParallelNDArrayDecoder() if isinstance(image_op, _EpochOp) else NDArrayDecoder()
+    # Augmenting loaders decode on all their threads (``ParallelNDArrayDecoder``); the others
+    # keep ffcv's serial decoder, which compiles faster and is never their bottleneck.
+    decoder = ParallelNDArrayDecoder() if views.augments else NDArrayDecoder()
     pipelines = {
-        "image": [decoder, image_op, ToTensor(), *tail],
+        "image": [decoder, views, ToTensor(), *tail],
         "label": [IntDecoder(), ToTensor(), *tail],
     }
     _check_fields(path)
-    loader = Loader(
-        str(path),
-        batch_size=batch_size,
-        num_workers=workers,
-        order=order,
-        seed=seed,
-        drop_last=drop_last,
-        distributed=distributed,
-        pipelines=pipelines,
-        batches_ahead=batches_ahead,
-    )
-    ops = [image_op] if isinstance(image_op, _EpochOp) else []
-    return EpochLoader(loader, ops, torch_threads)
+    loader = Loader(str(path), batch_size=batch_size, num_workers=workers, order=order,
+                    seed=seed, drop_last=drop_last, distributed=distributed, pipelines=pipelines,
+                    batches_ahead=batches_ahead)
+    return EpochLoader(loader, views, torch_threads, stacked)
 
 
-def make_image_op(
-    variant: str,
-    seed: int,
-    fractal_bank: np.ndarray | None = None,
-    pixmix_k: int = pixmix.PIXMIX_K,
-    pixmix_beta: float = pixmix.PIXMIX_BETA,
-    aug_severity: float = pixmix.AUG_SEVERITY,
-    all_ops: bool = False,
-    sp_amount: float = salt_pepper.SP_AMOUNT,
-):
-    """The FFCV op of a training variant: "none" -> ToUnitFloat, "sp" -> SaltPepper,
-    "pixmix" -> PixMix (needs ``fractal_bank``)."""
-    if variant == "none":
-        return ToUnitFloat()
-    if variant == "sp":
-        return SaltPepper(seed, sp_amount)
-    if variant == "pixmix":
-        if fractal_bank is None:
-            raise ConfigError(
-                "variant 'pixmix' needs a fractal_bank (uint8 (M, S, S) mixing pictures)"
-            )
-        return PixMix(fractal_bank, seed, pixmix_k, pixmix_beta, aug_severity, all_ops)
-    raise ConfigError(f"unknown augmentation variant {variant!r}; valid: {', '.join(VARIANTS)}")
+def _as_views(augment: Augmentation | Sequence[Augmentation]) -> tuple[list[Augmentation], bool]:
+    if isinstance(augment, Augmentation):
+        return [augment], False
+    augs = list(augment)
+    if not augs or not all(isinstance(a, Augmentation) for a in augs):
+        raise ConfigError(f"augment must be an Augmentation or a non-empty list of them, got "
+                          f"{augment!r}")
+    return augs, True
 
 
 def make_train_loader(
     beton: str | os.PathLike,
-    variant: str,
+    augment: Augmentation | Sequence[Augmentation],
     batch_size: int,
     seed: int,
     fractal_bank: np.ndarray | None = None,
@@ -260,27 +220,21 @@ def make_train_loader(
     drop_last: bool = True,
     distributed: bool = False,
     *,
-    pixmix_k: int = pixmix.PIXMIX_K,
-    pixmix_beta: float = pixmix.PIXMIX_BETA,
-    aug_severity: float = pixmix.AUG_SEVERITY,
-    all_ops: bool = False,
-    sp_amount: float = salt_pepper.SP_AMOUNT,
     device: str | torch.device = "cpu",
     batches_ahead: int = 3,
     torch_threads: int | None = None,
 ) -> EpochLoader:
-    """Training loader: random order (FFCV RANDOM, ``seed + epoch``), augmentation ``variant``
-    ("none" | "sp" | "pixmix") seeded per sample by (seed, epoch, index).
-
-    Yields float32 (B, 1, H, W) images in [0, 1] and int64 (B,) labels; see the module doc for
-    epochs, buffers and threads.
-    """
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown augmentation variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    op = make_image_op(variant, seed, fractal_bank, pixmix_k, pixmix_beta, aug_severity,
-                       all_ops, sp_amount)  # fmt: skip
-    return _build(beton, op, batch_size, num_workers, OrderOption.RANDOM, int(seed), drop_last,
-                  distributed, device, batches_ahead, torch_threads)  # fmt: skip
+    """Training loader: random order (FFCV RANDOM, ``seed + epoch``); ``augment`` one
+    ``Augmentation`` (images (B, 1, H, W)) or a list of them (views (V, B, 1, H, W)), each
+    seeded per sample by ``(view_seed(seed, augmentation), epoch, index)``. ``fractal_bank``:
+    the PixMix mixing pictures (uint8 (M, S, S)), needed by a PixMix view. See the module doc
+    for epochs, buffers and threads."""
+    augs, stacked = _as_views(augment)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    views = Views(augs, int(seed), fractal_bank)
+    return _build(beton, views, batch_size, num_workers, OrderOption.RANDOM, int(seed), drop_last,
+                  distributed, device, batches_ahead, torch_threads, stacked)
 
 
 def make_eval_loader(
@@ -292,23 +246,23 @@ def make_eval_loader(
     torch_threads: int | None = None,
 ) -> EpochLoader:
     """Evaluation loader: sequential order, no augmentation, last partial batch kept."""
-    return _build(beton, ToUnitFloat(), batch_size, num_workers, OrderOption.SEQUENTIAL, 0,
-                  False, False, device, 3, torch_threads)  # fmt: skip
+    return _build(beton, Views([Augmentation()]), batch_size, num_workers,
+                  OrderOption.SEQUENTIAL, 0, False, False, device, 3, torch_threads, False)
 
 
 def make_outlier_loader(
     beton: str | os.PathLike,
     batch_size: int,
     seed: int,
-    variant: str = "none",
-    fractal_bank: np.ndarray | None = None,
     num_workers: int | None = None,
     distributed: bool = False,
-    **aug,
+    *,
+    device: str | torch.device = "cpu",
+    torch_threads: int | None = None,
 ) -> EpochLoader:
     """Outlier Exposure loader: its own ``seed``, a new random order every epoch
-    (``seed + epoch``), full batches only; outliers are not augmented unless ``variant`` says
-    so (``aug``: the keyword options of ``make_train_loader``). Labels are passed as stored
-    (-1 for outliers). Use ``cycle(loader)`` to draw from it without epoch boundaries."""
-    return make_train_loader(beton, variant, batch_size, seed, fractal_bank, num_workers,
-                             True, distributed, **aug)  # fmt: skip
+    (``seed + epoch``), full batches only, no augmentation. Labels are passed as stored (the
+    outlier loss ignores them). Use ``cycle(loader)`` to draw from it without epoch
+    boundaries."""
+    return make_train_loader(beton, Augmentation(), batch_size, seed, None, num_workers, True,
+                             distributed, device=device, torch_threads=torch_threads)

@@ -1,35 +1,50 @@
-"""The training loop for all six variants: FFCV loaders, optional Outlier Exposure, bf16 on AMX
-CPUs and CUDA, atomic checkpoints, exact resume, DDP under torchrun.
+"""Train any number of runs in one process, from one pass over the data per stream.
 
-Optimiser: SGD with Nesterov momentum 0.9 and weight decay 5e-4; the learning rate rises
-linearly from 0 to ``train.lr`` over the first ``warmup_frac`` of the steps, then falls linearly
-to 0 (a one-cycle / triangular schedule, as in airbench), set per step from the global step so a
-resumed run follows the same schedule. Loss: cross-entropy, plus the Outlier Exposure term
-(``fastmix.train.oe``) when ``oe.enabled``.
+    fastmix train --variant all    ->  train_runs([six runs])
+    fastmix train --variant sp_oe  ->  train(cfg, run_dir)
+
+The loop, top to bottom:
+
+1. Check everything that can refuse the job -- configs, devices, betons, resume points --
+   before anything is written; then lock every run directory and prepare or resume it
+   (``fastmix.train.run_dir``).
+2. Group the runs by stream (``fastmix.data.streams``): runs with the same training beton,
+   batch size and seed, at the same step, read one loader that yields the views they need
+   (clean, salt-and-pepper, PixMix) and the outlier batches of the Outlier Exposure runs.
+3. Every tick, each stream yields its next batch and every unfinished run of the stream takes
+   one optimisation step on its view (``Run.train_step``). On a CPU the runs' steps go to
+   ``train.workers`` threads, each running its steps on its share of the cores (one torch
+   thread per worker by default): a small CNN's step does not spread over two cores nearly as
+   well as two steps side by side do. On CUDA the steps run one after another.
+4. A run at the end of an epoch validates, appends its metrics row and writes best.pt and
+   last.pt; a run that trained all its steps writes ``done.json`` last.
+5. SIGTERM / SIGINT (``fastmix.train.preemption``): after the steps in flight, every unfinished
+   run writes its checkpoint, the job says where and exits with 143 / 130.
+
+One progress bar covers the whole job (every run's steps, images/s, ETA).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
+import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastmix.config import Config, config_hash
-from fastmix.errors import ConfigError, TrainingError
-from fastmix.runtime import Runtime, resolve_runtime, set_torch_threads
+from fastmix.config import Config
+from fastmix.errors import ConfigError
+from fastmix.runtime import Runtime, resolve_runtime, set_torch_threads, usable_cores
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
-from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fastmix.train.models import build_model
-from fastmix.train.oe import oe_loss
+from fastmix.train.preemption import Preempted, stop_on_signals
+from fastmix.train.run import Run, require_betons
 
 
 @dataclass
@@ -44,251 +59,257 @@ class TrainResult:
     images_per_s: float
 
 
-def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
-    """Triangular schedule: linear 0 -> peak over ``warmup_frac * total`` steps, then -> 0."""
-    warm = max(1, int(round(warmup_frac * total)))
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * max(0.0, (total - step) / max(1, total - warm))
+@dataclass(frozen=True)
+class RunRequest:
+    """A run to train: its resolved config and directory; ``resume`` continues the run the
+    directory holds (its own config.toml then decides, and ``cfg`` may be None)."""
+
+    cfg: Config | None
+    run_dir: Path
+    resume: bool = False
 
 
-def require_betons(cfg: Config) -> dict[str, Path]:
-    """Paths of the betons this config trains on; ConfigError naming any that is missing."""
-    from fastmix.converters.build import load_manifest, manifest_beton_path
-
-    data = Path(cfg["data"]["dir"])
-    entries = load_manifest(data)["betons"] if data.is_dir() else {}
-    need = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
-    if cfg["augment"]["kind"] == "pixmix":
-        need["mixing"] = cfg["data"]["mixing"]
-    if cfg["oe"]["enabled"]:
-        need["outlier"] = cfg["oe"]["source"]
-    out, missing = {}, []
-    for role, name in need.items():
-        path = manifest_beton_path(data, name, entries[name]) if name in entries else None
-        if path is not None and path.is_file():
-            out[role] = path
-        else:
-            missing.append(f"{role}={name}")
-    if missing:
-        raise ConfigError(
-            f"{data}: betons not found: {', '.join(missing)}; run `fastmix convert --out {data}`"
-            + (f" (available: {', '.join(sorted(entries))})" if entries else "")
-        )
-    return out
+@dataclass
+class _Checked:
+    cfg: Config
+    run_dir: Path
+    resume: bool
+    rt: Runtime
+    betons: dict[str, Path]
 
 
-def _to_input(x: Any, rt: Runtime) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    x = x.to(rt.device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if rt.channels_last else x
-
-
-@torch.inference_mode()
-def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, rt: Runtime,
-             batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on uint8 images."""
-    was = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        x = _to_input(images[i:i + batch_size], rt)
-        with rt.autocast():
-            pred = model(x).argmax(1).cpu().numpy()
-        correct += int((pred == labels[i:i + batch_size]).sum())
-    model.train(was)
-    return correct / len(images)
-
-
-def train(cfg: Config, run_dir: str | os.PathLike, resume: bool = False,
-          progress: bool = True, stop_after_steps: int | None = None) -> TrainResult:
-    """Train one variant into ``run_dir`` (or continue it with ``resume``).
-
-    ``stop_after_steps`` ends the process's work after that many global steps *without*
-    finishing the run (it simulates an interruption for tests).
-    """
-    run_dir = Path(run_dir)
-    if resume:
+def _check(req: RunRequest) -> _Checked:
+    """Everything that can refuse a run, before anything is written."""
+    run_dir = Path(req.run_dir)
+    cfg = req.cfg
+    if req.resume:
         if not (run_dir / rd.CONFIG_FILE).is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no config.toml)")
         cfg = rd.read_run_config(run_dir)
+    assert cfg is not None
     tc = cfg["train"]
-    # everything that can refuse the config (no such device, missing betons) before any write
     rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
-    paths = require_betons(cfg)
-    dist.init_from_env(rt.device)
-    if rt.device.type == "cuda" and rt.device.index is not None:
-        torch.cuda.set_device(rt.device)  # FFCV's streams and events live on the current GPU
-    with rd.lock(run_dir) if dist.is_main() else nullcontext():
-        if dist.is_main():
-            rd.remove_leftovers(run_dir)
-            if not resume:
-                rd.prepare(cfg, run_dir)
-        return _train_locked(cfg, run_dir, resume, rt, paths, progress, stop_after_steps)
+    return _Checked(cfg, run_dir, req.resume, rt, require_betons(cfg))
 
 
-def _train_locked(cfg: Config, run_dir: Path, resume: bool, rt: Runtime,
-                  paths: dict[str, Path], progress: bool,
-                  stop_after_steps: int | None) -> TrainResult:
-    """The training loop of ``train()``, once the run directory is prepared and locked."""
-    from fastmix.data.streams import build_loaders  # imports ffcv (slow): only when training
+def resolve_workers(setting: int, n_runs: int, device: torch.device) -> int:
+    """``train.workers``: 0 = auto = one per usable core (at most one per run) on a CPU, 1 on
+    CUDA; otherwise the number, capped by the runs."""
+    if device.type == "cuda":
+        return 1
+    n = setting or len(usable_cores())
+    return max(1, min(n, n_runs))
 
-    tc, chash = cfg["train"], config_hash(cfg)
-    torch.manual_seed(tc["seed"])
-    model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": tc["weight_decay"]},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=tc["lr"], momentum=tc["momentum"], nesterov=tc["momentum"] > 0,
-    )
-    loaders = build_loaders(cfg, paths, distributed=dist.world_size() > 1)
-    set_torch_threads(None if rt.device.type == "cpu" else 1)
+
+class _Stream:
+    """One stream's loader and the runs it feeds (all at the same step)."""
+
+    def __init__(self, runs: list[Run], stream) -> None:
+        self.runs = runs
+        self.data = stream
+        self.batches = stream.batches(runs[0].step)
+        self.views = {id(r): stream.view_index(r.augmentation) for r in runs}
+
+    @property
+    def active(self) -> list[Run]:
+        return [r for r in self.runs if not r.done]
+
+
+def _group(checked: list[_Checked], starts: dict[Path, int]):
+    """Runs keyed by what makes them share batches (``StreamKey`` + start step)."""
+    from fastmix.data.streams import StreamKey
+
+    groups: dict[tuple, list[_Checked]] = {}
+    for c in checked:
+        d, t = c.cfg["data"], c.cfg["train"]
+        workers = min(d["num_workers"], len(usable_cores()))
+        key = StreamKey(c.betons["train"], t["batch_size"], t["seed"], workers,
+                        dist.world_size() > 1)
+        groups.setdefault((key, starts[c.run_dir]), []).append(c)
+    return groups
+
+
+def _build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_Stream], dict]:
+    """Create the streams, then the runs (models, optimisers, resumed state) they feed."""
+    from fastmix.augment.spec import Augmentation
+    from fastmix.converters.beton import read_beton
+    from fastmix.data.streams import OutlierKey, TrainStream
+
+    starts = {c.run_dir: _start_step(c) for c in checked}
+    streams, vals = [], {}
+    for (key, _), members in _group(checked, starts).items():
+        augs = list(dict.fromkeys(Augmentation.from_config(c.cfg["augment"]) for c in members))
+        outliers = list(dict.fromkeys(_outlier_key(c.cfg, c.betons, OutlierKey) for c in members
+                                      if c.cfg["oe"]["enabled"]))
+        stream = TrainStream(key, augs, outliers, _bank(members), torch_threads)
+        runs = [Run(c.cfg, c.run_dir, c.rt, c.betons, stream.steps_per_epoch, c.resume)
+                for c in members]
+        streams.append(_Stream(runs, stream))
+        for r in runs:
+            if r.betons["val"] not in vals:
+                vals[r.betons["val"]] = read_beton(r.betons["val"])
+    return streams, vals
+
+
+def _bank(members: list[_Checked]):
     from fastmix.converters.beton import read_beton
 
-    val_x, val_y = read_beton(paths["val"])
-    set_torch_threads()
-    spe = loaders.steps_per_epoch
-    total = tc["epochs"] * spe
-    if tc["max_steps"]:
-        total = min(total, tc["max_steps"])
-    epochs = math.ceil(total / spe)
+    paths = {c.betons["mixing"] for c in members if "mixing" in c.betons}
+    if len(paths) > 1:
+        raise ConfigError(f"runs of one stream use different mixing sets: {sorted(paths)}")
+    return read_beton(paths.pop())[0] if paths else None
 
-    start_step, best = 0, -1.0
-    last_path, best_path = rd.checkpoint_path(run_dir, "last"), rd.checkpoint_path(run_dir, "best")
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, chash)
-        try:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            start_step, best = int(ckpt["step"]), float(ckpt["best_val_acc"])
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-            raise CheckpointError(f"{last_path}: damaged checkpoint ({type(e).__name__}: "
-                                  f"{str(e)[:300]})") from None
-    if dist.is_main() and resume:
-        rd.truncate_logs(run_dir, start_step)
-    if dist.is_main() and start_step < total:
-        # the weights are about to change: a completion marker or an evaluation of earlier
-        # weights (fastmix eval / report on an unfinished run) no longer describes this run
-        rd.drop_stale_results(run_dir)
-    net = dist.wrap(model, rt.device)
-    if rt.compile:  # train.compile: "auto" = on CUDA only (slower on the CPUs measured)
-        net = torch.compile(net)
-    step_fn = _make_step(net, opt, cfg, rt)
 
-    def require_finite(step: int) -> None:
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingError(
-                f"non-finite weights after step {step}; stopped without overwriting "
-                f"{last_path}, the last good checkpoint is kept"
-            )
+def _outlier_key(cfg: Config, betons: dict[str, Path], cls):
+    return cls(betons["outlier"], cfg["train"]["batch_size"] * cfg["oe"]["ratio"])
 
-    def checkpoint(step: int, best_acc: float, path: Path) -> None:
-        require_finite(step)
-        if dist.is_main():
-            save_checkpoint(path, {"config_hash": chash, "variant": cfg["variant"]["name"],
-                                   "epoch": step // spe, "step": step, "model": model.state_dict(),
-                                   "optimizer": opt.state_dict(), "best_val_acc": best_acc})
 
-    step = start_step
-    t_all, n_all, final_acc = 0.0, 0, best
-    bar = tqdm(total=total, initial=start_step, desc=f"train {cfg['variant']['name']}",
-               unit="step", disable=not (progress and dist.is_main()), dynamic_ncols=True)
-    model.train()
-    for epoch in range(start_step // spe, epochs):
-        skip = step - epoch * spe
-        sums = np.zeros(4)  # loss, ce, oe, correct
-        seen, nb, t0 = 0, 0, time.perf_counter()
-        for i, (x, y, xo) in enumerate(loaders.epoch(epoch, skip=skip)):
-            if step >= total or (stop_after_steps is not None and step >= stop_after_steps):
-                break
-            lr = lr_at(step, total, tc["lr"], tc["warmup_frac"])
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss, ce, oe_term, correct = step_fn(x, y, xo)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss ({loss}) at step {step} (epoch {epoch + 1}, "
-                    f"batch {skip + i}); stopped; the last good checkpoint ({last_path}) is kept"
-                )
-            sums += (loss, ce, oe_term, correct)
-            seen += len(y)
-            nb += 1
-            step += 1
-            bar.update(1)
-            if step % tc["log_every"] == 0:
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
-                if dist.is_main():
-                    rd.append_step(run_dir, step, lr, loss, ce, oe_term)
-            if tc["ckpt_every"] and step % tc["ckpt_every"] == 0 and step % spe:
-                checkpoint(step, best, last_path)
-        secs = time.perf_counter() - t0
-        if stop_after_steps is not None and step >= stop_after_steps and step < total:
-            bar.close()
-            raise KeyboardInterrupt(f"stopped after {step} steps (simulated interruption)")
-        if seen == 0:
-            continue
-        t_all, n_all = t_all + secs, n_all + seen
-        final_acc = accuracy(model, val_x, val_y, rt)
-        improved = final_acc > best
-        best = max(best, final_acc)
-        require_finite(step)
-        # Order: the epoch's metrics row, best.pt, then last.pt, which marks the epoch done. A
-        # crash before last.pt redoes the epoch on --resume (which drops the row again and
-        # rewrites best.pt); the reverse order could record a best accuracy whose best.pt was
-        # never written, or finish a run whose last metrics row is missing.
-        if dist.is_main():
-            ratio = 1 + (cfg["oe"]["ratio"] if cfg["oe"]["enabled"] else 0)
-            row = {"epoch": epoch + 1, "step": step, "lr": f"{lr:.6g}",
-                   "train_loss": f"{sums[0] / nb:.5f}", "train_ce": f"{sums[1] / nb:.5f}",
-                   "train_oe": f"{sums[2] / nb:.5f}", "train_acc": f"{sums[3] / seen:.5f}",
-                   "val_acc": f"{final_acc:.5f}", "seconds": f"{secs:.3f}",
-                   "images_per_s": f"{seen / secs:.1f}",
-                   "total_images_per_s": f"{seen * ratio / secs:.1f}"}
-            rd.append_metrics(run_dir, row)
-        if improved:
-            checkpoint(step, best, best_path)
-        checkpoint(step, best, last_path)
-        if dist.is_main():
-            bar.write(f"epoch {epoch + 1}/{epochs}: loss {row['train_loss']} "
-                      f"train acc {sums[3] / seen:.4f} val acc {final_acc:.4f} "
-                      f"({seen / secs:.0f} img/s)")
-    bar.close()
-    if dist.is_main() and step >= total:  # last: `fastmix run` skips only marked runs
-        rd.write_done(run_dir, cfg, step, epochs, best)
+def _start_step(c: _Checked) -> int:
+    if not c.resume or not rd.checkpoint_path(c.run_dir).exists():
+        return 0
+    from fastmix.config import config_hash
+    from fastmix.train.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(rd.checkpoint_path(c.run_dir), config_hash(c.cfg))["step"])
+
+
+def _prepare(c: _Checked) -> None:
+    """With the run's lock held: clean leftovers of killed writes; start a new run's files
+    (a resumed run truncates its logs when its checkpoint is loaded, ``Run``)."""
+    if dist.is_main():
+        rd.remove_leftovers(c.run_dir)
+        if not c.resume:
+            rd.prepare(c.cfg, c.run_dir)
+
+
+def train_runs(requests: Sequence[RunRequest], progress: bool = True,
+               log=print) -> list[TrainResult]:
+    """Train every requested run in this process (module docstring); return their results in
+    the order given. Raises ``Preempted`` after checkpointing when SIGTERM / SIGINT arrived."""
+    checked = [_check(r) for r in requests]
+    if not checked:
+        return []
+    devices = {c.rt.device for c in checked}
+    if len(devices) > 1:
+        raise ConfigError(f"one job trains on one device; got {sorted(map(str, devices))}")
+    device = devices.pop()
+    dist.init_from_env(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # FFCV's streams and events live on the current GPU
+    n_workers = resolve_workers(checked[0].cfg["train"]["workers"], len(checked), device)
+    threads = max(1, len(usable_cores()) // n_workers) if device.type == "cpu" else 1
+    with contextlib.ExitStack() as locks:
+        for c in checked:
+            if dist.is_main():
+                locks.enter_context(rd.lock(c.run_dir))
+            _prepare(c)
+        streams, vals = _build_streams(checked, threads if n_workers > 1 else 0)
+        set_torch_threads(threads if n_workers > 1 else None)
+        _loop(streams, vals, n_workers, threads, progress, log)
+    runs = {r.run_dir: r for s in streams for r in s.runs}
+    return [_result(runs[c.run_dir]) for c in checked]
+
+
+def _result(r: Run) -> TrainResult:
+    return TrainResult(r.run_dir, r.cfg["variant"]["name"], r.epochs, r.step, r.best, r.val_acc,
+                       r.seconds, r.images / r.seconds if r.seconds else 0.0)
+
+
+def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, progress: bool,
+          log) -> None:
+    """Tick until every run is done (module docstring, steps 3-5)."""
+    total = sum(r.total - r.step for s in streams for r in s.runs)
+    n_runs = sum(len(s.runs) for s in streams)
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.5,
+               desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
+               disable=not (progress and dist.is_main()))
+    pool = (ThreadPoolExecutor(n_workers, initializer=set_torch_threads, initargs=(threads,))
+            if n_workers > 1 else None)
+    t0, images = time.perf_counter(), 0
+    try:
+        with stop_on_signals() as stop:
+            for r in (r for s in streams for r in s.runs if r.done):
+                _finish(r)  # resumed after its last step: nothing to train
+            while any(s.active for s in streams):
+                work = []
+                for s in streams:
+                    active = s.active
+                    if not active:
+                        continue
+                    views, y, outliers = next(s.batches)
+                    for r in active:
+                        xo = outliers.get(_okey(r)) if r.cfg["oe"]["enabled"] else None
+                        work.append((r, views[s.views[id(r)]], y, xo))
+                for line in _run_steps(work, vals, pool):
+                    bar.write(line)
+                for r, *_ in work:
+                    if r.done:
+                        _finish(r)
+                images += sum(len(w[2]) for w in work)
+                bar.update(len(work))
+                bar.set_postfix_str(f"{images / (time.perf_counter() - t0):,.0f} img/s",
+                                    refresh=False)
+                if stop:
+                    _preempt(streams, stop, bar)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown()
+        for s in streams:
+            s.batches.close()
+
+
+def _okey(r: Run):
+    from fastmix.data.streams import OutlierKey
+
+    return _outlier_key(r.cfg, r.betons, OutlierKey)
+
+
+def _step(r: Run, x, y, xo, vals: dict) -> str | None:
+    """One run's step, and its epoch end or mid-epoch checkpoint when due; the log line of an
+    epoch end."""
+    r.train_step(x, y, xo)
+    if r.at_epoch_end:
+        return r.end_epoch(vals[r.betons["val"]])
+    if r.wants_mid_epoch_checkpoint:
+        r.save("last")
+    return None
+
+
+def _run_steps(work: list, vals: dict, pool: ThreadPoolExecutor | None) -> list[str]:
+    """Every run's step of this tick, on the workers; the epoch-end log lines."""
+    if pool is None:
+        lines = [_step(r, x, y, xo, vals) for r, x, y, xo in work]
+    else:
+        futures = [pool.submit(_step, r, x, y, xo, vals) for r, x, y, xo in work]
+        lines = [f.result() for f in futures]
+    return [ln for ln in lines if ln]
+
+
+def _finish(r: Run) -> None:
+    """The last write of a run that trained all its steps: ``fastmix run`` skips only these."""
+    if dist.is_main():
+        rd.write_done(r.run_dir, r.cfg, r.step, r.epochs, r.best)
     dist.barrier()
-    return TrainResult(run_dir, cfg["variant"]["name"], epochs, step, best, final_acc, t_all,
-                       n_all / t_all if t_all else 0.0)
 
 
-def _make_step(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: Config, rt: Runtime):
-    """One optimisation step: (x, y, outliers or None) -> (loss, ce, oe, n correct) floats."""
-    lam, smooth = cfg["oe"]["lambda"], cfg["train"]["label_smoothing"]
+def _preempt(streams: list[_Stream], stop, bar) -> None:
+    """Checkpoint every unfinished run at this step boundary, say where, and raise."""
+    lines = []
+    for s in streams:
+        for r in s.active:
+            path = r.save("last")
+            lines.append(f"  {r.name}: step {r.step}/{r.total} (epoch {r.step // r.spe + 1}), "
+                         f"checkpoint {path}")
+            rd.append_log(r.run_dir, f"{r.name}: stopped by {stop.name} at step {r.step}; "
+                          f"resume with fastmix train --resume {r.run_dir}")
+    msg = (f"stopped by {stop.name} at a step boundary; checkpoints written:\n" + "\n".join(lines)
+           + "\nresume with `fastmix train --resume RUN` for each run, or `fastmix run`")
+    bar.write(msg, file=sys.stderr)
+    raise Preempted(stop.signum, msg)
 
-    def step(x: Any, y: Any, xo: Any) -> tuple[float, float, float, float]:
-        x = _to_input(x, rt)
-        y = torch.as_tensor(y).reshape(-1).long().to(rt.device, non_blocking=True)
-        n_in = x.shape[0]
-        if xo is not None:
-            x = torch.cat([x, _to_input(xo, rt)])
-        with rt.autocast():
-            logits = net(x)
-        loss, ce, oe_term = oe_loss(logits, y, n_in, lam, smooth)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        correct = (logits[:n_in].argmax(1) == y).sum()
-        vals = torch.stack([loss.detach(), ce.detach(), oe_term.detach(), correct.float()])
-        # .cpu() waits for the step. On CUDA that wait also keeps FFCV's pinned batch buffers
-        # safe: x / y / xo are views of slots FFCV refills a few batches later, and their
-        # non_blocking copies must be done by then. Deferring this sync needs a .clone() first.
-        return tuple(vals.float().cpu().tolist())
 
-    return step
+def train(cfg: Config | None, run_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train one run into ``run_dir`` (or continue it with ``resume``)."""
+    return train_runs([RunRequest(cfg, Path(run_dir), resume)], progress=progress)[0]
