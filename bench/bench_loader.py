@@ -256,10 +256,11 @@ _LATENCY_CHILD = textwrap.dedent(
     import json, sys, time
     t0 = time.perf_counter()
     import numpy as np
+    from fastmix.augment.spec import Augmentation
     from fastmix.data.loader import make_train_loader
     t1 = time.perf_counter()
     bank = np.load(sys.argv[2])
-    loader = make_train_loader(sys.argv[1], "pixmix", int(sys.argv[3]), seed=0,
+    loader = make_train_loader(sys.argv[1], Augmentation("pixmix"), int(sys.argv[3]), seed=0,
                                fractal_bank=bank, num_workers=int(sys.argv[4]))
     t2 = time.perf_counter()
     next(iter(loader))
@@ -384,6 +385,7 @@ def run_loader_bench(
 
         from fastmix.bench.baseline_loader import make_baseline_loader
 
+        from fastmix.augment.spec import Augmentation
         from fastmix.data.loader import make_train_loader
 
         # Baseline loaders first, each warmed (its persistent worker processes forked) before any
@@ -404,7 +406,7 @@ def run_loader_bench(
             loaders = {"baseline": base_loaders[v]}
             for t in threads:
                 loaders[f"fastmix_{t}"] = make_train_loader(
-                    beton, v, batch_size, seed=0, fractal_bank=bank, num_workers=t
+                    beton, Augmentation(v), batch_size, seed=0, fractal_bank=bank, num_workers=t
                 )
             if both:  # what the machine gives 2 threads, in the same rounds
                 for kind in PROBE_KINDS:
