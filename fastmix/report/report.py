@@ -22,6 +22,7 @@ from fastmix.errors import DataError
 from fastmix.evaluate.results import CONVENTION, load_logits, load_results
 from fastmix.evaluate.sets import MNIST_C_CORRUPTIONS
 from fastmix.files import atomic_write
+from fastmix.report.detectors import detector_section
 
 __all__ = ["SEED_REPORT", "VARIANT_ORDER", "write_report"]
 
@@ -465,6 +466,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     run_of = {id(r): p for p, r in runs}
     groups = _group(results)
     lines = _header(groups, runs) + _comparison(groups) + _mnist_c(groups) + _ood(groups)
+    lines += detector_section(groups)
     lines += _calibration(groups) + _error_detection(groups)
     fig_lines, _ = _figures(groups, run_of, out)
     lines += fig_lines + _notes(groups)
