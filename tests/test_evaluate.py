@@ -121,6 +121,8 @@ def write_data(root: Path) -> Path:
     noise = np.clip(rng.normal(128, 60, (300, 28, 28)), 0, 255).astype(np.uint8)
     put("gaussian_noise", noise, minus[:300], "ood", "gaussian-noise")
     put("mnist_inverted", 255 - x[:300], minus[:300], "ood", "mnist-inverted")
+    xt, yt = gratings(1000, rng, noise=80.0)  # the detectors' training features
+    put("mnist_train", xt, yt, "train", "mnist")
     # the OE source: listed (its family matters), never read by evaluation
     betons["fmnist_train"] = {"file": "fmnist_train.beton", "count": 0, "role": "outlier",
                               "family": "fashion-mnist", "meta": {}}
@@ -225,8 +227,11 @@ def test_results_schema_and_files(study, evaluated):
     assert res["variant"] == "base_oe" and res["convention"]["positive_class"] == "ood"
     assert set(res["ood"]) == {"fmnist_test", "gaussian_noise", "mnist_inverted"}
     assert {"kmnist_test", "notmnist_test", "omniglot"} <= set(res["ood_unavailable"])
+    assert (run / "features.npz").is_file() and res["features"]["file"] == "features.npz"
+    assert set(res["detectors"]) == {"odin", "mahalanobis", "knn", "vim", "react"}
     for entry in res["ood"].values():
-        assert set(entry["full"]) == {"msp", "xent", "energy", "maxlogit", "entropy"}
+        assert list(entry["full"]) == ["msp", "xent", "energy", "maxlogit", "entropy", "odin",
+                                       "mahalanobis", "knn", "vim", "react"]
         for s in entry["full"]:
             assert set(entry["full"][s]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
             assert set(entry["draws"][s]) == {"mean", "std"}

@@ -2,8 +2,10 @@
 
 :func:`evaluate_run` holds the run directory's lock (a training or another evaluation of the
 same run is refused meanwhile), removes temporaries a killed evaluation left, computes the
-logits of the test, validation, MNIST-C and OOD sets (:mod:`fastmix.evaluate.inference`), builds
-each section (:mod:`fastmix.evaluate.sections`) and writes ``logits.npz`` and, last,
+logits of the test, validation, MNIST-C and OOD sets and the penultimate features of the
+training subset, validation, test and OOD sets (:mod:`fastmix.evaluate.inference`), runs the
+post-hoc detectors (:mod:`fastmix.evaluate.posthoc`), builds each section
+(:mod:`fastmix.evaluate.sections`) and writes ``logits.npz``, ``features.npz`` and, last,
 ``results.json`` (files and schema: :mod:`fastmix.evaluate.results`).
 """
 
@@ -13,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,83 +23,182 @@ import numpy as np
 
 from fastmix.errors import ConfigError, DataError
 from fastmix.evaluate import sections
+from fastmix.evaluate.detectors import (
+    DETECTOR_TEXT,
+    DETECTORS,
+    FEATURE_DETECTORS,
+    TrainingFeatures,
+    training_features,
+)
 from fastmix.evaluate.inference import predict, resolve_inference
+from fastmix.evaluate.posthoc import FEATURE_DTYPE, TRAIN_SUBSET, DetectorScores, run_detectors
 from fastmix.evaluate.results import CONVENTION, RESULTS_FORMAT, SCORE_TEXT, jsonable
 from fastmix.evaluate.scores import SCORES
 from fastmix.evaluate.sets import MNIST_C_CORRUPTIONS, MNIST_C_PREFIX, EvalSets, load_eval_sets
 from fastmix.files import atomic_write, remove_temporaries
-from fastmix.train.run_dir import EVAL_FILES, LOGITS_FILE, RESULTS_FILE
+from fastmix.train.run_dir import EVAL_FILES, FEATURES_FILE, LOGITS_FILE, RESULTS_FILE
 from fastmix.train.run_dir import lock as run_lock
 
 __all__ = ["evaluate_run"]
 
+DETECTOR_CONVENTION = (
+    "post-hoc detectors: float64 from the stored float16 penultimate features (fit on the "
+    "training subset's features and the classifier head, never on OOD data); odin on seeded "
+    "subsets of the ID test set and of each OOD set (ood[set].subsets), perturbation chosen on "
+    "ID validation images")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the run's config asks for."""
+
+    test: str
+    val: str
+    train: str
+    ood: list[str]
+    scores: list[str]  # eval.scores, in order
+    logit_scores: dict[str, Callable[[np.ndarray], np.ndarray]]
+    detectors: list[str]
+    save_features: bool
+
+    @property
+    def needs_features(self) -> bool:
+        return self.save_features or any(d in FEATURE_DETECTORS for d in self.detectors)
+
 
 @dataclass
 class _Inferred:
-    """What the forward passes produced: logits and labels per set, in evaluation order."""
+    """What the forward passes produced: logits and labels per set (evaluation order), features
+    (``FEATURE_DTYPE``) of the training subset ("train") and of the other feature sets."""
 
     order: list[str]
     logits: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     seconds: float
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    train_index: np.ndarray | None = None
+    train_seconds: float = 0.0
 
 
-def _score_fns(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    bad = [s for s in names if s not in SCORES]
+def _plan(cfg: dict[str, Any]) -> _Plan:
+    ev = cfg["eval"]
+    names = list(ev["scores"])
+    bad = [s for s in names if s not in SCORES and s not in DETECTORS]
     if bad:
-        raise ConfigError(f"eval.scores: unknown score(s) {bad}; valid: {', '.join(SCORES)}")
-    return {s: SCORES[s] for s in names}
-
-
-def _load_sets(cfg: dict[str, Any], data_dir: Path,
-               sets_cache: dict[str, EvalSets] | None) -> tuple[EvalSets, list[str]]:
-    """The sets of the run's config (through the shared cache) and the OOD set names."""
+        raise ConfigError(f"eval.scores: unknown score(s) {bad}; valid: "
+                          f"{', '.join([*SCORES, *DETECTORS])}")
     test, val = cfg["data"]["test"], cfg["data"]["val"]
+    return _Plan(test=test, val=val, train=cfg["data"]["train"],
+                 ood=[n for n in ev["ood_sets"] if n not in (test, val)], scores=names,
+                 logit_scores={s: SCORES[s] for s in names if s in SCORES},
+                 detectors=[s for s in names if s in DETECTORS],
+                 save_features=bool(ev.get("features", True)))
+
+
+def _load_sets(plan: _Plan, data_dir: Path,
+               sets_cache: dict[str, EvalSets] | None) -> EvalSets:
+    """The sets of the plan, through the shared cache (the training set, optional, only when
+    features are needed)."""
     mc_names = [MNIST_C_PREFIX + c for c in MNIST_C_CORRUPTIONS]
-    ood_names = [n for n in cfg["eval"]["ood_sets"] if n not in (test, val)]
+    train = [plan.train] if plan.needs_features else []
     key = str(data_dir.resolve()) if data_dir.is_dir() else str(data_dir)
     cache = sets_cache if sets_cache is not None else {}
-    sets = load_eval_sets(data_dir, [*mc_names, *ood_names], required=(test, val),
-                          into=cache.get(key))
+    sets = load_eval_sets(data_dir, [*mc_names, *plan.ood, *train],
+                          required=(plan.test, plan.val), into=cache.get(key))
     cache[key] = sets
-    return sets, ood_names
+    return sets
 
 
-def _infer(model: Any, sets: EvalSets, cfg: dict[str, Any], ood_names: list[str], bs: int,
-           device: str, precision: str, desc: str, progress: bool) -> _Inferred:
-    """Logits of test, validation, the available MNIST-C and OOD sets; class labels checked."""
-    test, val = cfg["data"]["test"], cfg["data"]["val"]
+def _infer(model: Any, sets: EvalSets, plan: _Plan, bs: int, device: str, precision: str,
+           desc: str, progress: bool) -> _Inferred:
+    """Logits of test, validation, the available MNIST-C and OOD sets (with the features of
+    test, validation and OOD when needed); class labels checked."""
     mc_names = [MNIST_C_PREFIX + c for c in MNIST_C_CORRUPTIONS]
-    order = [test, val] + [n for n in (*mc_names, *ood_names) if n in sets]
+    order = [plan.test, plan.val] + [n for n in (*mc_names, *plan.ood) if n in sets]
+    with_features = {plan.test, plan.val, *plan.ood} if plan.needs_features else set()
     t0 = time.perf_counter()
-    logits = {n: predict(model, sets[n][0], bs, device, precision, desc=f"{desc}: {n}",
-                         progress=progress).logits for n in order}
+    logits, feats = {}, {}
+    for n in order:
+        p = predict(model, sets[n][0], bs, device, precision, features=n in with_features,
+                    desc=f"{desc}: {n}", progress=progress)
+        logits[n] = p.logits
+        if p.features is not None:
+            feats[n] = p.features.astype(FEATURE_DTYPE)
     seconds = time.perf_counter() - t0
     labels = {n: sets[n][1] for n in order}
-    for n in [test, val, *mc_names]:
+    for n in [plan.test, plan.val, *mc_names]:
         if n in labels and (labels[n].min() < 0 or labels[n].max() >= logits[n].shape[1]):
             raise DataError(f"{sets.data_dir}: set {n} must carry class labels, found "
                             f"[{labels[n].min()}, {labels[n].max()}]")
-    return _Inferred(order, logits, labels, seconds)
+    return _Inferred(order, logits, labels, seconds, feats,
+                     {n: labels[n] for n in order if n in feats})
 
 
-def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, inf: _Inferred,
-             ood_names: list[str], score_fns: dict[str, Callable[[np.ndarray], np.ndarray]],
-             *, which: str, seed: int, device: str, precision: str, bs: int) -> dict[str, Any]:
-    """Every section of results.json from the logits."""
-    test, val = cfg["data"]["test"], cfg["data"]["val"]
+def _train_features(model: Any, sets: EvalSets, plan: _Plan, inf: _Inferred, seed: int,
+                    bs: int, device: str, precision: str, desc: str,
+                    progress: bool) -> TrainingFeatures:
+    """Features of :data:`TRAIN_SUBSET` seeded training images (stored as ``train``), with
+    their labels and the classifier head."""
+    import torch
+
+    images, labels = sets[plan.train]
+    t0 = time.perf_counter()
+    idx = sections.draw_subset(len(images), TRAIN_SUBSET, seed)
+    f = predict(model, images[idx], bs, device, precision, features=True,
+                desc=f"{desc}: {plan.train} (subset)", progress=progress).features
+    inf.features["train"] = f.astype(FEATURE_DTYPE)
+    inf.feature_labels["train"] = labels[idx]
+    inf.train_index = idx
+    inf.train_seconds = time.perf_counter() - t0
+    head = model.get_classifier()
+    bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+    return training_features(inf.features["train"], labels[idx],
+                             head.weight.detach().cpu().numpy(), bias.detach().cpu().numpy())
+
+
+def _features_section(plan: _Plan, inf: _Inferred, seed: int) -> dict[str, Any]:
+    return {"file": FEATURES_FILE if plan.save_features else None,
+            "dtype": np.dtype(FEATURE_DTYPE).name,
+            "dim": int(inf.features[plan.test].shape[1]), "sets": list(inf.features),
+            "train_set": plan.train, "n_train": int(len(inf.features.get("train", ()))),
+            "subset_seed": int(seed), "seconds_train_subset": round(inf.train_seconds, 3)}
+
+
+def _detectors_section(det: DetectorScores) -> dict[str, Any]:
+    return {**det.info, **{name: {"paper": DETECTORS[name].PAPER, "unavailable": why}
+                           for name, why in det.unavailable.items()}}
+
+
+def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, plan: _Plan, inf: _Inferred,
+             det: DetectorScores, *, which: str, seed: int, device: str, precision: str,
+             bs: int) -> dict[str, Any]:
+    """Every section of results.json from the logits and the detector scores."""
+    test, val = plan.test, plan.val
     z, y = inf.logits, inf.labels
     clean = sections.clean_section(z, y, test, val)
     mnist_c = sections.mnist_c_section(z, y, sets.manifest, clean["test_accuracy"])
-    scores = {n: {s: fn(z[n]) for s, fn in score_fns.items()}
-              for n in [test, *ood_names] if n in z}
-    ood, ood_unavailable = sections.ood_section(cfg, sets, scores, test, ood_names, seed)
-    err, err_note = sections.error_detection_section(z[test], y[test], test, score_fns)
+    scores = {n: {s: fn(z[n]) for s, fn in plan.logit_scores.items()}
+              for n in [test, *plan.ood] if n in z}
+    for n, by_det in det.scores.items():
+        scores[n].update(by_det)
+    names = [s for s in plan.scores if s in scores[test]]  # eval.scores' order, available ones
+    scores = {n: {s: by_score[s] for s in names} for n, by_score in scores.items()}
+    ood, ood_unavailable = sections.ood_section(cfg, sets, scores, test, plan.ood, seed,
+                                                det.subsets)
+    err, err_note = sections.error_detection_section(z[test], y[test], test, plan.logit_scores)
     cal = sections.calibration_section(z, y, test, val, ood, int(cfg["eval"]["n_ood"]), seed)
     notes = sections.notes_section(cfg, mnist_c, ood, sets.manifest, ood_unavailable)
     if err_note:
         notes.append(err_note)
-    return {
+    if det.unavailable:
+        notes.append(f"Detectors not evaluated: {', '.join(det.unavailable)} "
+                     f"({next(iter(det.unavailable.values()))}).")
+    text = {**SCORE_TEXT, **DETECTOR_TEXT}
+    convention = {**CONVENTION, "scores": {s: text.get(s, s) for s in names}}
+    if plan.detectors:
+        convention["detectors"] = DETECTOR_CONVENTION
+    results = {
         "format": RESULTS_FORMAT,
         "run": run_dir.name,
         "variant": cfg.get("variant", {}).get("name", "custom"),
@@ -105,7 +206,7 @@ def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, inf: _Inferred,
         "which": which,
         "eval_seed": int(seed),
         "config": {"augment": cfg["augment"], "oe": cfg["oe"], "model": cfg["model"]},
-        "convention": {**CONVENTION, "scores": {s: SCORE_TEXT.get(s, s) for s in score_fns}},
+        "convention": convention,
         "inference": {"device": device, "precision": precision, "batch_size": bs,
                       "channels_last": device == "cpu" or precision == "bf16",
                       "images": int(sum(len(sets[n][0]) for n in inf.order)),
@@ -115,21 +216,66 @@ def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, inf: _Inferred,
         "mnist_c": mnist_c,
         "ood": ood,
         "ood_unavailable": ood_unavailable,
+    }
+    if plan.detectors:
+        results["detectors"] = _detectors_section(det)
+    if inf.features:
+        results["features"] = _features_section(plan, inf, seed)
+    results.update({
         "error_detection": err,
         "calibration": cal,
-        "summary": sections.summary_section(clean, mnist_c, ood, cal, list(score_fns)),
+        "summary": sections.summary_section(clean, mnist_c, ood, cal, names),
         "notes": notes,
-    }
+    })
+    return results
 
 
-def _write(run_dir: Path, results: dict[str, Any], inf: _Inferred) -> None:
-    """logits.npz, then results.json last; the old results.json goes first, so a run directory
-    never holds a results.json beside logits it was not computed from."""
+def _write(run_dir: Path, results: dict[str, Any], inf: _Inferred, save_features: bool) -> None:
+    """logits.npz, features.npz, then results.json last; the old results.json and features.npz
+    go first, so a run directory never holds a results.json or features beside logits they
+    were not computed with."""
     arrays = {f"logits/{n}": inf.logits[n] for n in inf.order}
     arrays.update({f"labels/{n}": inf.labels[n].astype(np.int64) for n in inf.order})
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    (run_dir / FEATURES_FILE).unlink(missing_ok=True)
     atomic_write(run_dir / LOGITS_FILE, lambda f: np.savez_compressed(f, **arrays))
+    if save_features and inf.features:
+        feats = {f"features/{n}": v for n, v in inf.features.items()}
+        feats.update({f"labels/{n}": v.astype(np.int64) for n, v in inf.feature_labels.items()})
+        if inf.train_index is not None:
+            feats["indices/train"] = inf.train_index.astype(np.int64)
+        atomic_write(run_dir / FEATURES_FILE, lambda f: np.savez_compressed(f, **feats))
     atomic_write(run_dir / RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
+
+
+def _evaluate_locked(run_dir: Path, data_dir: str | os.PathLike | None,
+                     sets_cache: dict[str, EvalSets] | None, seed: int, which: str,
+                     device: str, precision: str, batch_size: int | None,
+                     progress: bool) -> dict[str, Any]:
+    from fastmix.train.checkpoint import load_run
+
+    t_start = time.perf_counter()
+    model, cfg = load_run(run_dir, which)
+    plan = _plan(cfg)
+    data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
+    sets = _load_sets(plan, data, sets_cache)
+    bs = int(batch_size or cfg["eval"]["batch_size"])
+    desc = f"eval {run_dir.name}"
+    inf = _infer(model, sets, plan, bs, device, precision, desc, progress)
+    train = None
+    if plan.needs_features and plan.train in sets:
+        train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc,
+                                progress)
+    det = run_detectors(plan.detectors, model, train, inf.features, sets,
+                        [n for n in (plan.test, *plan.ood) if n in inf.logits], plan.val, seed,
+                        train_set=plan.train, device=device, batch_size=bs, desc=desc,
+                        progress=progress, train_missing=f"training set {plan.train} "
+                        f"unavailable: {sets.unavailable.get(plan.train)}")
+    results = jsonable(_results(run_dir, cfg, sets, plan, inf, det, which=which, seed=seed,
+                                device=device, precision=precision, bs=bs))
+    results["seconds"] = round(time.perf_counter() - t_start, 3)
+    _write(run_dir, results, inf, plan.save_features)
+    return results
 
 
 def evaluate_run(
@@ -144,19 +290,18 @@ def evaluate_run(
     batch_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``<run_dir>/checkpoints/<which>.pt``; write results.json and logits.npz.
+    """Evaluate ``<run_dir>/checkpoints/<which>.pt``; write results.json, logits.npz and
+    (``eval.features``, default on) features.npz.
 
     ``data_dir`` defaults to the run config's ``data.dir``.  ``sets_cache``: a dict (initially
     empty) shared by several calls; it maps each resolved data folder to its
     :class:`~fastmix.evaluate.sets.EvalSets`, so each beton is read once.  ``seed`` drives the
-    OE-protocol draws and the OOD subsample of the calibration-with-OOD check.  ``progress``: a
-    tqdm bar per set during inference.  Returns the results dict (schema in
-    :mod:`fastmix.evaluate.results`).  Raises DataError (missing run or data, the run locked by
-    a training or another evaluation), ConfigError, or CheckpointError (missing or foreign
-    checkpoint).
+    OE-protocol draws, the OOD subsample of the calibration-with-OOD check and the subsets the
+    detectors use (training features, ODIN).  ``progress``: a tqdm bar per set during
+    inference.  Returns the results dict (schema in :mod:`fastmix.evaluate.results`).  Raises
+    DataError (missing run or data, the run locked by a training or another evaluation),
+    ConfigError, or CheckpointError (missing or foreign checkpoint).
     """
-    from fastmix.train.checkpoint import load_run
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run directory not found")
@@ -165,16 +310,5 @@ def evaluate_run(
     device, precision = resolve_inference(device, precision)  # refuse a missing GPU first
     with run_lock(run_dir):
         remove_temporaries(run_dir, EVAL_FILES)  # of a killed evaluation: none is in progress
-        t_start = time.perf_counter()
-        model, cfg = load_run(run_dir, which)
-        score_fns = _score_fns(list(cfg["eval"]["scores"]))
-        data_dir = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
-        sets, ood_names = _load_sets(cfg, data_dir, sets_cache)
-        bs = int(batch_size or cfg["eval"]["batch_size"])
-        inf = _infer(model, sets, cfg, ood_names, bs, device, precision,
-                     f"eval {run_dir.name}", progress)
-        results = jsonable(_results(run_dir, cfg, sets, inf, ood_names, score_fns, which=which,
-                                    seed=seed, device=device, precision=precision, bs=bs))
-        results["seconds"] = round(time.perf_counter() - t_start, 3)
-        _write(run_dir, results, inf)
-    return results
+        return _evaluate_locked(run_dir, data_dir, sets_cache, seed, which, device, precision,
+                                batch_size, progress)

@@ -5,6 +5,11 @@
     <run>/results.json   every metric (schema below), written atomically
     <run>/logits.npz     "logits/<set>" float32 (N, C) and "labels/<set>" int64 (N,) for every
                          evaluated set (:func:`load_logits`)
+    <run>/features.npz   "features/<set>" float16 (N, F): penultimate features (the input of
+                         the classifier head) of the training subset ("train"), validation,
+                         test and every OOD set, with "labels/<set>" and "indices/train" (the
+                         training-set rows of the subset); absent with ``eval.features = false``
+                         (:func:`load_features`)
 
 results.json (metrics are fractions; ``None`` where undefined)::
 
@@ -19,9 +24,16 @@ results.json (metrics are fractions; ``None`` where undefined)::
                     drop (clean - mean), n_corruptions, complete, missing [names]}
     ood            {set: {family, count, seen_in_training, seen_reason, n_ood, n_draws, n_id,
                     full {score: {auroc, aupr_in, aupr_out, fpr95}},
-                    draws {score: {mean {..}, std {..}}}}}
+                    draws {score: {mean {..}, std {..}}},
+                    subsets {score: {n_id, n_ood}} (only scores computed on subsets: odin)}}
     ood_unavailable {set: reason}
-    error_detection {set, positive, n_wrong, auroc {score: value}}
+    detectors      {name: {paper, fit_on, hyperparameters {..}, seconds} or {paper,
+                   unavailable: reason}} for the post-hoc detectors in eval.scores (absent when
+                   there are none; the feature detectors are unavailable without the training
+                   set's beton)
+    features       {file (None with eval.features = false), dtype, dim, sets, train_set,
+                    n_train, subset_seed, seconds_train_subset} (absent when not computed)
+    error_detection {set, positive, n_wrong, auroc {score: value}} (the logit scores)
     calibration    {temperature, fitted_on, evaluated_on, test {before, after}, val {..},
                     with_ood {set: {seen_in_training, n_ood, before, after}},
                     with_ood_held_out_mean {sets, before {ece, mce, rms}, after {..}}}
@@ -32,8 +44,10 @@ results.json (metrics are fractions; ``None`` where undefined)::
 
 Conventions (``results["convention"]``):
 
-* OOD is the POSITIVE class; anomaly scores (:mod:`fastmix.evaluate.scores`) are higher = more
-  anomalous and are computed in float64 from the float32 logits.
+* OOD is the POSITIVE class; anomaly scores are higher = more anomalous: the logit scores
+  (:mod:`fastmix.evaluate.scores`) are computed in float64 from the float32 logits, the
+  post-hoc detectors (:mod:`fastmix.evaluate.detectors`) in float64 from the stored float16
+  features (ODIN from the model).
 * OOD detection per set and score: (a) the full OOD set against the whole ID test set and
   (b) the Outlier Exposure protocol (Hendrycks et al., ICLR 2019): mean and std over
   ``eval.n_draws`` draws of ``eval.n_ood`` OOD samples against all ID samples.
@@ -60,13 +74,14 @@ from typing import Any
 import numpy as np
 
 from fastmix.errors import DataError
-from fastmix.train.run_dir import LOGITS_FILE, RESULTS_FILE
+from fastmix.train.run_dir import FEATURES_FILE, LOGITS_FILE, RESULTS_FILE
 
 __all__ = [
     "CONVENTION",
     "RESULTS_FORMAT",
     "SCORE_TEXT",
     "jsonable",
+    "load_features",
     "load_logits",
     "load_results",
 ]
@@ -158,3 +173,9 @@ def load_logits(run_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nd
         return {n: (arrays[f"logits/{n}"], arrays[f"labels/{n}"]) for n in names}
     except KeyError as e:
         raise DataError(f"{path}: no {e.args[0]} beside its logits") from None
+
+
+def load_features(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``<run>/features.npz`` as a dict of its arrays: ``features/<set>`` float16 (N, F),
+    ``labels/<set>`` int64 (N,) and ``indices/train`` int64 (the training-set rows)."""
+    return _load_npz(Path(run_dir) / FEATURES_FILE, run_dir)

@@ -90,13 +90,18 @@ def mnist_c_section(logits: Arrays, labels: Arrays, manifest: dict[str, Any],
 
 
 def ood_section(cfg: dict[str, Any], sets: EvalSets, scores: dict[str, Arrays], id_set: str,
-                ood_names: list[str], seed: int) -> tuple[dict[str, Any], dict[str, str]]:
+                ood_names: list[str], seed: int,
+                subsets: dict[str, dict[str, int]] | None = None,
+                ) -> tuple[dict[str, Any], dict[str, str]]:
     """OOD detection per set and score, and the requested sets that were unavailable.
 
-    ``scores[set][score]``: anomaly scores of every sample of ``set`` (``id_set`` included).
-    Per set: the full set against the whole ID set, and the Outlier Exposure protocol
-    (``eval.n_draws`` draws of ``eval.n_ood`` OOD samples against all ID samples, seeded by
-    ``seed``), with whether the set's family was seen in training."""
+    ``scores[set][score]``: anomaly scores of the samples of ``set`` (``id_set`` included).
+    Per set: the set against the ID set, and the Outlier Exposure protocol (``eval.n_draws``
+    draws of ``eval.n_ood`` OOD samples against all ID samples, seeded by ``seed``), with
+    whether the set's family was seen in training. ``subsets[set][score]``: the number of
+    samples of ``set`` a score was computed on when that is a subset (ODIN); those entries get
+    ``subsets {score: {n_id, n_ood}}``."""
+    subsets = subsets or {}
     ev = cfg["eval"]
     n_ood, n_draws = int(ev["n_ood"]), int(ev["n_draws"])
     ood: dict[str, Any] = {}
@@ -116,6 +121,11 @@ def ood_section(cfg: dict[str, Any], sets: EvalSets, scores: dict[str, Arrays], 
             "n_ood": int(min(n_ood, count)), "n_draws": n_draws,
             "n_id": int(len(sets[id_set][0])), "full": full, "draws": draws,
         }
+        partial = {s: {"n_id": int(len(scores[id_set][s])), "n_ood": int(len(scores[name][s]))}
+                   for s in scores[id_set] if s in subsets.get(name, {})
+                   or s in subsets.get(id_set, {})}
+        if partial:
+            ood[name]["subsets"] = partial
     unavailable = {n: sets.unavailable[n] for n in ood_names if n in sets.unavailable}
     return ood, unavailable
 
