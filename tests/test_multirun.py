@@ -1,0 +1,112 @@
+"""Several runs in one process (``fastmix.train.trainer.train_runs``): each run's weights are
+what it gets trained alone, and an interrupted multi-run job resumes bit-identically.
+
+Bit for bit needs the same float rounding, hence the same number of torch threads per step:
+the runs trained alone here are pinned to one core (one torch thread per step), as each run
+is when several train side by side on ``train.workers`` threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+
+import pytest
+import torch
+
+from fastmix.config import load_config
+from fastmix.runtime import usable_cores
+from fastmix.train.checkpoint import load_checkpoint
+from fastmix.train.preemption import Preempted
+from fastmix.train.run import Run
+from fastmix.train.trainer import RunRequest, train, train_runs
+
+VARIANTS = ("base", "sp_oe", "pixmix")
+SETTINGS = ["train.max_steps=10", "train.log_every=1", "train.device='cpu'", "model.name='lenet'",
+            "model.width=4", "train.ckpt_every=4"]
+
+
+def _cfg(variant, data_dir, *extra):
+    return load_config(variant, ["smoke"], [f"data.dir='{data_dir}'", *SETTINGS, *extra])
+
+
+@contextlib.contextmanager
+def _one_core():
+    cores = usable_cores()
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(cores))
+
+
+def _state(run_dir):
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    rows = list(csv.DictReader(open(run_dir / "steps.csv", newline="")))
+    return ckpt, rows
+
+
+def _assert_same(a_dir, b_dir):
+    a, rows_a = _state(a_dir)
+    b, rows_b = _state(b_dir)
+    assert a["step"] == b["step"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), (a_dir.name, key)
+    for i, s in a["optimizer"]["state"].items():
+        assert torch.equal(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    assert torch.equal(a["dropout_rng"], b["dropout_rng"])
+    assert rows_a == rows_b
+
+
+@pytest.fixture(scope="module")
+def alone(data_dir, tmp_path_factory):
+    """Each variant trained by itself, on one core."""
+    root = tmp_path_factory.mktemp("alone")
+    with _one_core():
+        for v in VARIANTS:
+            train(_cfg(v, data_dir), root / v, progress=False)
+    return root
+
+
+@pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two cores for two workers")
+def test_runs_trained_together_equal_runs_trained_alone(alone, data_dir, tmp_path):
+    """Three variants from one stream on two worker threads: every run's weights, momentum,
+    dropout generator and step losses equal its solo run's, bit for bit."""
+    cfgs = [_cfg(v, data_dir, "train.workers=2") for v in VARIANTS]
+    results = train_runs([RunRequest(c, tmp_path / v) for c, v in zip(cfgs, VARIANTS,
+                                                                        strict=True)],
+                         progress=False)
+    assert [r.steps for r in results] == [10, 10, 10]
+    for v in VARIANTS:
+        _assert_same(alone / v, tmp_path / v)
+
+
+def test_a_multi_run_job_stopped_by_sigterm_resumes_bit_identically(alone, data_dir, tmp_path,
+                                                                     monkeypatch):
+    """SIGTERM while three runs train together (one core): every run writes its checkpoint at
+    the same step boundary, the message names each run and its step, and resuming all three
+    gives each one its solo run's final state."""
+    original = Run.train_step
+
+    def train_step(self, *args):
+        original(self, *args)
+        if self.step == 6 and self.name == "sp_oe":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Run, "train_step", train_step)
+    requests = [RunRequest(_cfg(v, data_dir), tmp_path / v) for v in VARIANTS]
+    with _one_core(), pytest.raises(Preempted) as stopped:
+        train_runs(requests, progress=False)
+    monkeypatch.undo()
+    assert stopped.value.exit_code == 143
+    for v in VARIANTS:
+        assert f"{v}: step 6/10" in str(stopped.value)
+        assert load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"] == 6
+        assert "stopped by SIGTERM at step 6" in (tmp_path / v / "train.log").read_text()
+    with _one_core():
+        train_runs([RunRequest(None, tmp_path / v, resume=True) for v in VARIANTS],
+                   progress=False)
+    for v in VARIANTS:
+        _assert_same(alone / v, tmp_path / v)
