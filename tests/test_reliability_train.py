@@ -6,6 +6,11 @@
   weights, optimizer state and per-step losses equal an uninterrupted run's exactly (CPU).
   tests/test_train.py has the in-process version (simulated interruption) and the truncated /
   foreign-checkpoint refusals.
+* SIGTERM / SIGINT to a real ``fastmix train`` subprocess (one run, and six runs in one
+  process): exit status 143 / 130 after a checkpoint at the next step boundary, the message
+  names every run and its step, and ``--resume`` ends bit-identical to an uninterrupted run. A
+  second signal ends the process at once and leaves nothing that a later run trusts.
+* The progress bar moves within the first epoch.
 * A NaN / infinite loss through the CLI: exit status 2, the message names the step, and the
   last good checkpoint is kept (finite).
 
@@ -27,6 +32,7 @@ import pytest
 import torch
 
 from fastmix.cli import main
+from fastmix.config import VARIANTS as VARIANTS_ALL
 from fastmix.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +159,102 @@ def test_non_finite_loss_through_the_cli(data_dir, tmp_path, capsys):
         assert ckpt["step"] <= step
         assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
                    if v.is_floating_point())
+
+
+def _wait_steps(proc: subprocess.Popen, run: Path, target: int, log: Path) -> None:
+    while proc.poll() is None and _logged_steps(run) < target:
+        time.sleep(0.002)
+    assert proc.poll() is None, f"run finished before the signal\n{log.read_text()}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_at_the_next_step_then_resume_equals_uninterrupted(
+        signum, reference, data_dir, tmp_path):
+    """The first SIGTERM / SIGINT: no step is lost (the checkpoint holds every logged step),
+    exit 128 + signal, the path printed; the resumed run equals the uninterrupted one."""
+    out, log = tmp_path / "runs", tmp_path / "log.txt"
+    run = out / f"{VARIANT}-s0"
+    proc = _run(_train_cmd(data_dir, out), log)
+    _wait_steps(proc, run, 6, log)
+    proc.send_signal(signum)
+    assert proc.wait(timeout=300) == 128 + signum, log.read_text()
+    text = log.read_text()
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert saved == _logged_steps(run) >= 6 and saved < STEPS
+    assert f"stopped by {signal.Signals(signum).name}" in text
+    assert f"{VARIANT}-s0: step {saved}/{STEPS}" in text and "last.pt" in text
+    resumed = _run([sys.executable, "-m", "fastmix", "train", "--resume", str(run),
+                    "--no-progress"], log)
+    assert resumed.wait(timeout=600) == 0, log.read_text()
+    ref, got = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (reference, run))
+    for key, value in ref["model"].items():
+        assert torch.equal(value, got["model"][key]), key
+    assert _losses(run) == _losses(reference)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_all_six_runs_of_one_job_and_each_resumes(data_dir, tmp_path):
+    """``--variant all``: six runs in one process. SIGTERM: every run checkpoints at the same
+    step and is named with it; resuming each finishes it with its uninterrupted weights."""
+    settings = ["--set", "train.max_steps=10", "--set", "train.log_every=1"]
+    base = [sys.executable, "-m", "fastmix", "train", "--variant", "all", "--config", "smoke",
+            "--data", str(data_dir), "--no-progress", *settings]
+    log = tmp_path / "log.txt"
+    ref = _run([*base, "--out", str(tmp_path / "ref")], log)
+    assert ref.wait(timeout=600) == 0, log.read_text()
+    out = tmp_path / "runs"
+    proc = _run([*base, "--out", str(out)], log)
+    _wait_steps(proc, out / "pixmix_oe-s0", 4, log)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143, log.read_text()
+    steps = {v: load_checkpoint(out / f"{v}-s0" / "checkpoints" / "last.pt")["step"]
+             for v in VARIANTS_ALL}
+    assert len(set(steps.values())) == 1 and 4 <= steps["base"] < 10
+    text = log.read_text()
+    assert all(f"{v}-s0: step {steps[v]}/10" in text for v in VARIANTS_ALL)
+    resume = [sys.executable, "-m", "fastmix", "train", "--no-progress"]
+    for v in VARIANTS_ALL:
+        resume += ["--resume", str(out / f"{v}-s0")]
+    assert _run(resume, log).wait(timeout=600) == 0, log.read_text()
+    for v in VARIANTS_ALL:
+        a = load_checkpoint(tmp_path / "ref" / f"{v}-s0" / "checkpoints" / "last.pt")["model"]
+        b = load_checkpoint(out / f"{v}-s0" / "checkpoints" / "last.pt")["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), v
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_nothing_half_written_is_trusted(data_dir, tmp_path):
+    out, log = tmp_path / "runs", tmp_path / "log.txt"
+    run = out / f"{VARIANT}-s0"
+    proc = _run(_train_cmd(data_dir, out), log)
+    _wait_steps(proc, run, 3, log)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=300)
+    assert code in (-signal.SIGTERM, 143), log.read_text()  # 143: both handled as one stop
+    last = run / "checkpoints" / "last.pt"
+    if last.exists():
+        assert load_checkpoint(last)["step"] <= _logged_steps(run)
+    assert not (run / "done.json").exists()
+    resumed = _run([sys.executable, "-m", "fastmix", "train", "--resume", str(run),
+                    "--no-progress"], log)
+    assert resumed.wait(timeout=600) == 0, log.read_text()
+    assert load_checkpoint(last)["step"] == STEPS and (run / "done.json").is_file()
+    assert not list(run.rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_progress_moves_within_the_first_epoch(data_dir, tmp_path):
+    """One bar for the job, redrawn while the first epoch runs (its frames counted in the
+    captured stderr before the first epoch's log line), with images/s and an ETA."""
+    cmd = [sys.executable, "-m", "fastmix", "train", "--variant", "base", "--config", "lenet",
+           "--data", str(data_dir), "--out", str(tmp_path), "--set", "train.epochs=1",
+           "--set", "train.max_steps=120", "--set", "model.width=4"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first_epoch = proc.stderr.split("epoch 1/1")[0]
+    frames = [f for f in re.split(r"[\r\n]", first_epoch) if f.startswith("train 1 run")]
+    done = [int(m.group(1)) for f in frames if (m := re.search(r"\| *(\d+)/120", f))]
+    assert len({d for d in done if 0 < d < 120}) >= 3, frames[-5:]
+    assert any("img/s" in f and "<" in f for f in frames)  # throughput and time left

@@ -230,3 +230,28 @@ def test_cosine_schedule_is_the_oe_papers():
         factor = lo / lr + (1 - lo / lr) * 0.5 * (1 + math.cos((s + 1) / total * math.pi))
         assert lr_at(s, total, lr, "cosine", lr_min=lo) == pytest.approx(lr * factor, rel=1e-12)
     assert lr_at(total - 1, total, lr, "cosine", lr_min=lo) == pytest.approx(lo)
+
+
+def test_sigterm_while_a_checkpoint_is_being_written(data_dir, tmp_path, monkeypatch):
+    """SIGTERM arrives inside ``torch.save`` of the mid-epoch checkpoint at step 5: that write
+    completes, the stop comes at that step boundary with a valid checkpoint (written again),
+    and the resumed run equals the uninterrupted one."""
+    extra = ("train.max_steps=12", "train.log_every=1", "train.ckpt_every=5")
+    train(_cfg("sp_oe", data_dir, *extra), tmp_path / "a", progress=False)
+    original, sent = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        if not sent:
+            sent.append(obj["step"])
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(Preempted):
+        train(_cfg("sp_oe", data_dir, *extra), tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert sent == [5]
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 5
+    assert not list((tmp_path / "b").rglob("*.tmp-*"))
+    train(None, tmp_path / "b", resume=True, progress=False)
+    _assert_same_state(tmp_path / "a", tmp_path / "b")
