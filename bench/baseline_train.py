@@ -1,9 +1,11 @@
-"""The training loop users would otherwise write: the OE reference's way (hendrycks/outlier-exposure
-``oe_scratch.py`` style): a torch ``DataLoader`` with per-sample augmentation in worker processes
-(``bench/baseline_loader.py``), fp32, eager, NCHW, an outlier ``DataLoader`` zipped beside it.
+"""The training loop users would otherwise write: the Outlier Exposure repository's way
+(hendrycks/outlier-exposure ``MNIST/baseline.py`` / ``oe_scratch.py``): a torch ``DataLoader``
+with per-sample augmentation in worker processes (``bench/baseline_loader.py``), eager, NCHW,
+an outlier ``DataLoader`` zipped beside it, one variant after another.
 
-Same model, optimiser, schedule and OE loss as fastmix, so accuracies are comparable; only the data
-path and the numerics (fp32, no channels_last) differ.
+Model, optimiser, schedule and OE loss come from the config (the ``oe_paper`` preset: the
+paper's recipe), so accuracies compare with fastmix's; only the data path and the execution
+differ.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from fastmix.bench.baseline_loader import PixMixBaseline, PlainBaseline, SaltPep
 from torch.utils.data import DataLoader
 
 from fastmix.config import Config
+from fastmix.runtime import usable_cores
 from fastmix.train.models import build_model
 from fastmix.train.oe import oe_loss
-from fastmix.train.trainer import lr_at
+from fastmix.train.schedule import lr_at
 
 
 def _dataset(kind: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray | None,
@@ -62,15 +65,20 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
     model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
                           nesterov=True, weight_decay=t["weight_decay"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(len(usable_cores()))  # importing ffcv (read_beton) set it to 1
     total = t["epochs"] * len(train_dl)
+    if t["max_steps"]:
+        total = min(total, t["max_steps"])
     step, seen, t_train = 0, 0, 0.0
     for _epoch in range(t["epochs"]):
         t0 = time.perf_counter()
         outs = iter(out_dl) if out_dl is not None else None
         for xb, yb in train_dl:
+            if step >= total:
+                break
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, t["lr"], t["warmup_frac"])
+                g["lr"] = lr_at(step, total, t["lr"], t["schedule"], t["warmup_frac"],
+                                t["lr_min"])
             n_in = xb.shape[0]
             if outs is not None:
                 try:

@@ -1,12 +1,19 @@
-"""Training throughput and end-to-end wall time, fastmix beside the baselines, one process.
+"""Training throughput and end-to-end wall time, fastmix beside the reference way, one process.
 
-* ``run_train_bench``: images/s of the real training step fed by the real FFCV loaders, per
-  variant (median over timed windows after warm-up), as a fraction of the same step fed from
-  device-resident tensors (airbench's way: the physical limit, no loader, no augmentation); the
-  PixMix / none epoch-time ratio (does the loader hide behind compute?); eager vs
-  ``torch.compile`` step time and inference time.
-* ``run_e2e_bench``: whole training runs at equal epochs, fastmix (``fastmix.train.trainer.train``)
-  vs the OE reference's way (``bench/baseline_train.py``), with wall-time ratio and test accuracy.
+* ``run_train_bench``: what each model costs to train on this machine: images/s of the real
+  training step (``fastmix.train.run.Run.train_step``) fed from device-resident batches (no
+  loader, no augmentation: the model's own cost), for one run on every core and for six runs
+  stepped side by side on the trainer's workers (``fastmix.train.trainer.Workers``: one torch
+  thread each on a CPU), with parameters and FLOPs. Model presets alternate round by round, so
+  a drift of the machine's speed hits them all; figures are medians over rounds.
+* ``run_e2e_bench``: the whole job a user runs. fastmix trains the requested variants at
+  default settings with ``train_runs`` (one process, one pass over the data); then the
+  reference way trains them as the Outlier Exposure repository's MNIST scripts do
+  (hendrycks/outlier-exposure ``MNIST/baseline.py`` / ``oe_scratch.py``: its ConvNet, the
+  ``oe_paper`` preset's recipe, a torch DataLoader with per-sample Pillow PixMix or
+  salt-and-pepper in 2 worker processes, fp32, one variant after another;
+  ``bench/baseline_train.py``). Reports both wall times, their ratio and every test accuracy.
+* ``bench_compile``: eager vs ``torch.compile`` training step and inference.
 """
 
 from __future__ import annotations
@@ -18,94 +25,10 @@ from pathlib import Path
 
 import torch
 
-from fastmix.config import load_config
-from fastmix.runtime import resolve_runtime, set_torch_threads
-from fastmix.train.models import build_model
-from fastmix.train.trainer import _make_step, _to_input, require_betons
+from fastmix.config import VARIANTS, load_config
+from fastmix.runtime import resolve_runtime, usable_cores
 
-
-def _cfg(variant: str, data_dir: str | Path, overrides: tuple[str, ...] = ()):
-    return load_config(variant, [], [f"data.dir={str(data_dir)!r}", *overrides])
-
-
-class ResidentBatches:
-    """airbench's way, the physical limit of a data path: the whole training set (and the
-    outlier set) as float tensors already on the device, batches gathered by a random permutation
-    per pass, no augmentation, no loader. Same batch shapes as the real loaders."""
-
-    def __init__(self, cfg, betons: dict[str, Path], device: torch.device, batch: int) -> None:
-        from fastmix.converters.beton import read_beton
-
-        x, y = read_beton(betons["train"])
-        self.x = torch.from_numpy(x).float().div_(255).unsqueeze(1).to(device)
-        self.y = torch.from_numpy(y).long().to(device)
-        self.batch = batch
-        self.xo = None
-        if cfg["oe"]["enabled"]:
-            xo, _ = read_beton(betons["outlier"])
-            self.xo = torch.from_numpy(xo).float().div_(255).unsqueeze(1).to(device)
-            self.batch_out = batch * cfg["oe"]["ratio"]
-        self.gen = torch.Generator().manual_seed(0)
-        self._perm, self._at = torch.empty(0, dtype=torch.long), 0
-
-    def next(self):
-        if self._at + self.batch > len(self._perm):
-            self._perm, self._at = torch.randperm(len(self.x), generator=self.gen), 0
-        idx = self._perm[self._at : self._at + self.batch].to(self.x.device)
-        self._at += self.batch
-        xo = None
-        if self.xo is not None:
-            oidx = torch.randint(len(self.xo), (self.batch_out,), generator=self.gen)
-            xo = self.xo[oidx.to(self.xo.device)]
-        return self.x[idx], self.y[idx], xo
-
-
-def bench_variant(variant: str, data_dir: str | Path, steps: int = 40, warmup: int = 8,
-                  repeats: int = 3) -> dict:  # fmt: skip
-    """Images/s of loader + step for one variant (in-distribution and total incl. outliers),
-    and of the same step fed from device-resident tensors (``ResidentBatches``): windows of
-    ``steps`` steps alternate between the two, so ``fraction_of_resident`` (median of the
-    per-window-pair ratios) compares like with like on a machine whose speed drifts."""
-    from fastmix.data.streams import build_loaders
-
-    cfg = _cfg(variant, data_dir)
-    betons = require_betons(cfg)
-    loaders = build_loaders(cfg, betons)
-    rt = resolve_runtime()
-    model = build_model().to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    step = _make_step(model, opt, cfg, rt)
-    set_torch_threads()
-    it = loaders.epoch(0)
-    resident = ResidentBatches(cfg, betons, rt.device, cfg["train"]["batch_size"])
-    sources = {"loader": lambda: next(it), "resident": resident.next}
-    rates: dict[str, list[float]] = {"loader": [], "resident": []}
-    n_in = 0
-    for r in range(repeats + 1):
-        for name, source in sources.items():
-            t0, seen = time.perf_counter(), 0
-            for _ in range(warmup if r == 0 else steps):
-                x, y, xo = source()
-                step(x, y, xo)
-                seen += len(y)
-                n_in = len(y)
-            if r:
-                rates[name].append(seen / (time.perf_counter() - t0))
-    ratio = 1 + (cfg["oe"]["ratio"] if cfg["oe"]["enabled"] else 0)
-    med = statistics.median(rates["loader"])
-    fractions = [a / b for a, b in zip(rates["loader"], rates["resident"], strict=True)]
-    return {
-        "images_per_s": med,
-        "total_images_per_s": med * ratio,
-        "spread": [min(rates["loader"]), max(rates["loader"])],
-        "resident_images_per_s": statistics.median(rates["resident"]),
-        "fraction_of_resident": statistics.median(fractions),
-        "fraction_spread": [min(fractions), max(fractions)],
-        "batch": n_in,
-        "runtime": str(rt),
-    }
+MODEL_PRESETS = ("lenet_oe", "lenet", "convnet_flat", "convnet")
 
 
 def _sync(rt) -> None:
@@ -114,19 +37,86 @@ def _sync(rt) -> None:
         torch.cuda.synchronize(rt.device)
 
 
-def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
+def _runs(preset: str, n: int, tmp: Path, extra: tuple[str, ...] = ()):
+    from fastmix.train.run import Run
+
+    runs, batch = [], None
+    for i in range(n):
+        cfg = load_config("base", [preset], ["train.log_every=1000000000", *extra])
+        rt = resolve_runtime(cfg["train"]["device"], cfg["train"]["precision"],
+                             cfg["train"]["channels_last"], cfg["train"]["compile"])
+        runs.append(Run(cfg, tmp / f"{preset}-{i}", rt, {}, 10**9, resume=False))
+        batch = cfg["train"]["batch_size"]
+    return runs, batch
+
+
+def _step(run, x, y) -> None:
+    run.train_step(x, y, None)
+
+
+def run_train_bench(models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, rounds: int = 3,
+                    log=print) -> dict:
+    """Images/s of each model preset's training step, one run and six side by side."""
+    from fastmix.train.models import count_params, flops_per_image
+    from fastmix.train.trainer import Workers
+
+    cores = len(usable_cores())
+    rates: dict[str, dict[str, list[float]]] = {m: {"one": [], "six": []} for m in models}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        setups = {}
+        for m in models:
+            one, batch = _runs(m, 1, Path(tmp))
+            six, _ = _runs(m, 6, Path(tmp))
+            x = torch.rand(batch, 1, 28, 28, device=one[0].rt.device)
+            y = torch.randint(0, 10, (batch,), device=one[0].rt.device)
+            setups[m] = (one, six, x, y, batch)
+        for r in range(rounds + 1):  # round 0 warms up
+            for m in (models if r % 2 else models[::-1]):
+                one, six, x, y, batch = setups[m]
+                for mode, runs in (("one", one), ("six", six)):
+                    n = min(len(runs), cores) if runs[0].rt.device.type == "cpu" else 1
+                    workers = Workers(n, max(1, cores // n))
+                    t0 = time.perf_counter()
+                    for _ in range(steps if r else 2):
+                        workers.map(_step, [(u, x, y) for u in runs])
+                    _sync(runs[0].rt)
+                    if r:
+                        rates[m][mode].append(steps * batch * len(runs)
+                                              / (time.perf_counter() - t0))
+                    workers.close()
+    out = {"cores": cores, "steps": steps, "rounds": rounds, "models": {}}
+    for m in models:
+        model = setups[m][0][0].model
+        row = {"batch": setups[m][4], "runtime": str(setups[m][0][0].rt),
+               "params": count_params(model), "flops_per_image": flops_per_image(model.cpu()),
+               "one_run_images_per_s": statistics.median(rates[m]["one"]),
+               "six_runs_images_per_s": statistics.median(rates[m]["six"]),
+               "rounds": rates[m]}
+        out["models"][m] = row
+        log(f"train {m:13s} {row['params']:>8,} params {row['flops_per_image'] / 1e6:6.2f} "
+            f"MFLOPs  one run {row['one_run_images_per_s']:>8,.0f} img/s, six runs "
+            f"{row['six_runs_images_per_s']:>8,.0f} img/s")
+    return out
+
+
+def bench_compile(preset: str = "lenet", steps: int = 20) -> dict:
     """Eager vs torch.compile: training step and inference, ms per batch (median)."""
+    from fastmix.data.inputs import to_model_input
+    from fastmix.train.models import build_model
+
+    cfg = load_config("base", [preset])
     rt = resolve_runtime()
     out = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
-        model = build_model().to(rt.device)
+        model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         net = torch.compile(model) if mode == "compiled" else model
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x = _to_input(torch.rand(batch_size, 1, 28, 28), rt)
-        y = torch.randint(0, 10, (batch_size,), device=rt.device)
+        batch = cfg["train"]["batch_size"]
+        x = to_model_input(torch.rand(batch, 1, 28, 28), rt.device, rt.channels_last)
+        y = torch.randint(0, 10, (batch,), device=rt.device)
         t0 = time.perf_counter()
         times = []
         for i in range(steps + 3):
@@ -158,60 +148,58 @@ def bench_compile(batch_size: int = 256, steps: int = 20) -> dict:
     return out
 
 
-def run_train_bench(data_dir: str | Path, variants: tuple[str, ...], steps: int = 40,
-                    compile_check: bool = True, log=print) -> dict:
-    res: dict = {"variants": {}}
-    for v in variants:
-        r = bench_variant(v, data_dir, steps=steps)
-        res["variants"][v] = r
-        log(f"train {v:10s} {r['images_per_s']:8.0f} img/s (in-dist.), "
-            f"{r['total_images_per_s']:8.0f} img/s total  [{r['spread'][0]:.0f}-"
-            f"{r['spread'][1]:.0f}]; device-resident {r['resident_images_per_s']:8.0f} img/s, "
-            f"fastmix = {r['fraction_of_resident']:.2f} of it")  # fmt: skip
-    vs = res["variants"]
-    if "base" in vs and "pixmix" in vs:
-        res["pixmix_vs_none_epoch_time"] = vs["base"]["images_per_s"] / vs["pixmix"][
-            "images_per_s"]
-        log(f"epoch time pixmix / none: {res['pixmix_vs_none_epoch_time']:.3f}x")
-    if compile_check:
-        c = bench_compile()
-        res["compile"] = c
-        log(f"step eager {c['eager']['train_ms']:.1f} ms, compiled {c['compiled']['train_ms']:.1f}"
-            f" ms ({c['train_speedup']:.2f}x); inference eager {c['eager']['infer_ms']:.1f} ms, "
-            f"compiled {c['compiled']['infer_ms']:.1f} ms ({c['infer_speedup']:.2f}x)")
-    return res
+def _test_accuracy(run_dir: Path, test: tuple) -> float:
+    from fastmix.train.checkpoint import load_run
+    from fastmix.train.run import accuracy
+
+    model, _ = load_run(run_dir, which="last")
+    return accuracy(model, test[0], test[1], resolve_runtime("cpu", "fp32", "off"))
 
 
-def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...], epochs: int = 1,
+def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
+                  presets: tuple[str, ...] = (), reference_steps: int = 0,
                   log=print) -> dict:
-    """fastmix vs the reference's loop, equal epochs, per variant: wall time and test accuracy."""
+    """All ``variants`` the fastmix way (default settings plus ``presets``) and the reference
+    way (``oe_paper``), one after the other in this process: wall times, ratio, accuracies.
+    ``reference_steps`` > 0 stops each reference run after that many steps (smoke tests only;
+    the record says so)."""
     from fastmix.bench.baseline_train import train_baseline
     from fastmix.converters.beton import read_beton
 
-    from fastmix.train.trainer import accuracy, train
+    from fastmix.train.run import require_betons
+    from fastmix.train.trainer import RunRequest, train_runs
 
-    res: dict = {"epochs": epochs, "variants": {}}
-    tx, ty = read_beton(Path(data_dir) / "mnist_test.beton")
+    data_dir = Path(data_dir)
+    test = read_beton(data_dir / "mnist_test.beton")
+    res: dict = {"variants": list(variants), "presets": list(presets), "fastmix": {},
+                 "reference": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        cfgs = [load_config(v, list(presets), [{"data": {"dir": str(data_dir)}}])
+                for v in variants]
+        t0 = time.perf_counter()
+        train_runs([RunRequest(c, Path(tmp) / v) for c, v in zip(cfgs, variants, strict=True)],
+                   progress=False, log=log)
+        res["fastmix"]["wall_s"] = time.perf_counter() - t0
+        res["fastmix"]["test_acc"] = {v: _test_accuracy(Path(tmp) / v, test) for v in variants}
+        res["fastmix"]["epochs"] = cfgs[0]["train"]["epochs"]
+        res["fastmix"]["model"] = cfgs[0]["model"]["name"]
+    log(f"e2e fastmix  {len(variants)} runs: {res['fastmix']['wall_s']:7.1f} s  "
+        f"{res['fastmix']['test_acc']}")
+    extra = [{"train": {"max_steps": reference_steps}}] if reference_steps else []
+    res["reference"]["max_steps"] = reference_steps
+    res["reference"].update(wall_s=0.0, test_acc={}, per_variant_s={})
     for v in variants:
-        cfg = _cfg(v, data_dir, (f"train.epochs={epochs}",))
-        betons = require_betons(cfg) | {"test": Path(data_dir) / "mnist_test.beton"}
-        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-            t0 = time.perf_counter()
-            r = train(cfg, Path(tmp) / v, progress=False)
-            fm_wall = time.perf_counter() - t0
-            from fastmix.train.checkpoint import load_run
-
-            model, _ = load_run(Path(tmp) / v, which="last")
-            fm_acc = accuracy(model, tx, ty, resolve_runtime("cpu", "fp32", "off"))
-        base = train_baseline(cfg, betons, device=resolve_runtime(cfg["train"]["device"]).device)
-        row = {"fastmix_wall_s": fm_wall, "fastmix_images_per_s": r.images_per_s,
-               "fastmix_test_acc": fm_acc, "baseline_wall_s": base["wall_s"],
-               "baseline_images_per_s": base["images_per_s"],
-               "baseline_test_acc": base["test_acc"],
-               "wall_ratio": base["wall_s"] / fm_wall,
-               "acc_diff_points": 100 * (fm_acc - base["test_acc"])}
-        res["variants"][v] = row
-        log(f"e2e {v:10s} fastmix {fm_wall:6.1f} s ({fm_acc:.4f})  reference-style "
-            f"{base['wall_s']:6.1f} s ({base['test_acc']:.4f})  -> {row['wall_ratio']:.2f}x, "
-            f"accuracy diff {row['acc_diff_points']:+.2f} points")
+        cfg = load_config(v, ["oe_paper"], [{"data": {"dir": str(data_dir)}}, *extra])
+        betons = require_betons(cfg) | {"test": data_dir / "mnist_test.beton"}
+        dev = resolve_runtime(cfg["train"]["device"]).device
+        r = train_baseline(cfg, betons, device=dev)
+        res["reference"]["wall_s"] += r["wall_s"]
+        res["reference"]["per_variant_s"][v] = r["wall_s"]
+        res["reference"]["test_acc"][v] = r["test_acc"]
+        res["reference"]["epochs"] = cfg["train"]["epochs"]
+        log(f"e2e reference {v:10s} {r['wall_s']:7.1f} s  test acc {r['test_acc']:.4f}")
+    res["ratio"] = res["reference"]["wall_s"] / res["fastmix"]["wall_s"]
+    log(f"e2e: fastmix {res['fastmix']['wall_s']:.1f} s, reference way "
+        f"{res['reference']['wall_s']:.1f} s ({res['reference']['epochs']} epochs): "
+        f"{res['ratio']:.2f}x")
     return res

@@ -5,26 +5,32 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fastmix.cli import main
 
 
-def test_bench_train_and_e2e_smoke(data_dir, tmp_path, monkeypatch):
+def test_bench_train_and_e2e_smoke(data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    code = main(["bench", "train", "--data", str(data_dir), "--variants", "base,pixmix_oe",
-                 "--steps", "2", "--no-compile", "--json", str(out)])
+    code = main(["bench", "train", "--models", "lenet_oe,lenet", "--steps", "2", "--rounds", "1",
+                 "--no-compile", "--json", str(out)])
     assert code == 0
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]
     assert record["machine"]["ffcv"] == "1.0.2"  # the installed distribution, not ffcv.__version__
-    v = record["train"]["variants"]
-    assert v["base"]["images_per_s"] > 0
-    for row in v.values():  # the device-resident baseline ran beside the loader, window by window
-        assert row["resident_images_per_s"] > 0
-        lo, hi = row["fraction_spread"]
-        assert lo <= row["fraction_of_resident"] <= hi
-    # OE batches carry one outlier per in-distribution image by default
-    assert abs(v["pixmix_oe"]["total_images_per_s"] / v["pixmix_oe"]["images_per_s"] - 2) < 1e-9
+    models = record["train"]["models"]
+    assert models["lenet_oe"]["params"] == 21_840  # the OE paper's network
+    for row in models.values():
+        assert row["one_run_images_per_s"] > 0 and row["six_runs_images_per_s"] > 0
+        assert len(row["rounds"]["one"]) == 1
+    code = main(["bench", "e2e", "--data", str(data_dir), "--e2e-variants", "base,sp_oe",
+                 "--config", "smoke", "--reference-steps", "12", "--json", str(out)])
+    assert code == 0
+    e2e = json.loads(out.read_text())["e2e"]
+    assert set(e2e["fastmix"]["test_acc"]) == set(e2e["reference"]["test_acc"]) == {"base",
+                                                                                      "sp_oe"}
+    assert e2e["reference"]["max_steps"] == 12
+    assert e2e["ratio"] == pytest.approx(e2e["reference"]["wall_s"] / e2e["fastmix"]["wall_s"])
 
 
 def test_bench_loader_smoke_interleaves_and_plots(shared_data, tmp_path):

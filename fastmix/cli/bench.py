@@ -1,8 +1,9 @@
 """``fastmix bench``: throughput side by side with the baselines users would otherwise run.
 
     fastmix bench loader   FFCV + Numba pipelines vs a torch DataLoader with per-sample PIL ops
-    fastmix bench train    training images/s per variant, PixMix vs none, eager vs compiled
-    fastmix bench e2e      whole training runs: fastmix vs the OE reference's loop, equal epochs
+    fastmix bench train    training images/s per model preset (one run, six side by side),
+                           eager vs compiled
+    fastmix bench e2e      all six variants the fastmix way vs the OE repository's way
     fastmix bench all      all three
 
 Every figure is measured in this process, side by side with its baseline; ``--json PATH``
@@ -20,6 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from fastmix.bench.bench_train import MODEL_PRESETS
 from fastmix.config import VARIANTS
 from fastmix.files import atomic_write
 
@@ -52,10 +54,15 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=["loader", "train", "e2e", "all"])
     p.add_argument("--data", default="data", help="betons folder (train / e2e)")
     p.add_argument("--raw", action="append", default=[], help="raw data folder (loader)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="train benchmark variants")
-    p.add_argument("--e2e-variants", default="pixmix", help="end-to-end variants")
-    p.add_argument("--e2e-epochs", type=int, default=1)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per window (train)")
+    p.add_argument("--models", default=",".join(MODEL_PRESETS),
+                   help="model presets of the train benchmark")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds (train)")
+    p.add_argument("--e2e-variants", default=",".join(VARIANTS), help="end-to-end variants")
+    p.add_argument("--config", action="append", default=[], metavar="PRESET",
+                   help="presets for fastmix's side of e2e (default settings otherwise)")
+    p.add_argument("--reference-steps", type=int, default=0,
+                   help="stop each reference run after N steps (smoke runs only)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per round (train)")
     p.add_argument("--loader-n", type=int, default=55_000, help="images per loader epoch")
     p.add_argument("--loader-epochs", type=int, default=7, help="timed loader rounds (median)")
     p.add_argument("--baseline-n", type=int, default=8192, help="images per baseline epoch")
@@ -87,18 +94,25 @@ def run_bench(args: argparse.Namespace) -> int:
             title = f"Loader throughput, {m['cpu']}, {m['cores']} cores ({m['date'][:10]})"
             print(f"plot: {plot_loader(record['loader'], args.plot, title)}")
     if "train" in which:
-        from fastmix.bench.bench_train import run_train_bench
+        from fastmix.bench.bench_train import bench_compile, run_train_bench
 
         print("== train")
-        variants = tuple(v for v in args.variants.split(",") if v)
-        record["train"] = run_train_bench(args.data, variants, steps=args.steps,
-                                          compile_check=not args.no_compile)
+        models = tuple(m for m in args.models.split(",") if m)
+        record["train"] = run_train_bench(models, steps=args.steps, rounds=args.rounds)
+        if not args.no_compile:
+            c = record["train"]["compile"] = bench_compile()
+            print(f"step eager {c['eager']['train_ms']:.1f} ms, compiled "
+                  f"{c['compiled']['train_ms']:.1f} ms ({c['train_speedup']:.2f}x; first "
+                  f"compiled step {c['compiled']['first_step_s']:.1f} s); inference eager "
+                  f"{c['eager']['infer_ms']:.1f} ms, compiled {c['compiled']['infer_ms']:.1f} ms "
+                  f"({c['infer_speedup']:.2f}x)")
     if "e2e" in which:
         from fastmix.bench.bench_train import run_e2e_bench
 
         print("== e2e")
         variants = tuple(v for v in args.e2e_variants.split(",") if v)
-        record["e2e"] = run_e2e_bench(args.data, variants, epochs=args.e2e_epochs)
+        record["e2e"] = run_e2e_bench(args.data, variants, tuple(args.config),
+                                      args.reference_steps)
     record["seconds"] = time.perf_counter() - t0
     print(f"bench finished in {record['seconds']:.0f} s on {record['machine']['cpu']} "
           f"({record['machine']['cores']} cores)")

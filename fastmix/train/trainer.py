@@ -223,8 +223,7 @@ def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, prog
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.5,
                desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
                disable=not (progress and dist.is_main()))
-    pool = (ThreadPoolExecutor(n_workers, initializer=set_torch_threads, initargs=(threads,))
-            if n_workers > 1 else None)
+    workers = Workers(n_workers, threads)
     t0, images = time.perf_counter(), 0
     try:
         with stop_on_signals() as stop:
@@ -240,8 +239,9 @@ def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, prog
                     for r in active:
                         xo = outliers.get(_okey(r)) if r.cfg["oe"]["enabled"] else None
                         work.append((r, views[s.views[id(r)]], y, xo))
-                for line in _run_steps(work, vals, pool):
-                    bar.write(line)
+                for line in workers.map(_step, [(*w, vals) for w in work]):
+                    if line:
+                        bar.write(line)
                 for r, *_ in work:
                     if r.done:
                         _finish(r)
@@ -253,8 +253,7 @@ def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, prog
                     _preempt(streams, stop, bar)
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown()
+        workers.close()
         for s in streams:
             s.batches.close()
 
@@ -276,14 +275,23 @@ def _step(r: Run, x, y, xo, vals: dict) -> str | None:
     return None
 
 
-def _run_steps(work: list, vals: dict, pool: ThreadPoolExecutor | None) -> list[str]:
-    """Every run's step of this tick, on the workers; the epoch-end log lines."""
-    if pool is None:
-        lines = [_step(r, x, y, xo, vals) for r, x, y, xo in work]
-    else:
-        futures = [pool.submit(_step, r, x, y, xo, vals) for r, x, y, xo in work]
-        lines = [f.result() for f in futures]
-    return [ln for ln in lines if ln]
+class Workers:
+    """``n`` threads that each run their calls on ``threads`` torch threads (``n = 1``: the
+    calls run in the calling thread, on its torch threads)."""
+
+    def __init__(self, n: int, threads: int) -> None:
+        self.pool = (ThreadPoolExecutor(n, initializer=set_torch_threads, initargs=(threads,))
+                     if n > 1 else None)
+
+    def map(self, fn, calls: list[tuple]) -> list:
+        """``[fn(*args) for args in calls]``, spread over the workers."""
+        if self.pool is None:
+            return [fn(*args) for args in calls]
+        return [f.result() for f in [self.pool.submit(fn, *args) for args in calls]]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _finish(r: Run) -> None:
