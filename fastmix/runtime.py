@@ -1,9 +1,10 @@
 """Where and how the model runs: device, precision, memory format, compile, and the cores.
 
-Measured on this project's CPU (Xeon with AMX-bf16, 2 cores; DESIGN.md): bf16 autocast +
-channels_last made a 3-conv CNN step 2.4x faster than fp32, while a compiled training step was
-1.5x slower than eager. So ``auto`` means: bf16 + channels_last on CUDA and on CPUs that report
-AMX-bf16; fp32 elsewhere; ``torch.compile`` only on CUDA.
+``auto`` means: bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX-bf16 or
+AVX512-BF16, which oneDNN's convolutions use); fp32 elsewhere. channels_last memory on CUDA and
+on every CPU (oneDNN's convolutions prefer it). ``torch.compile`` on CUDA only: on the CPUs
+measured (bench/RESULTS.md) a compiled training step of these small CNNs was slower than
+eager.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from fastmix.errors import ConfigError
 
 
 @lru_cache(maxsize=1)
-def cpu_has_amx_bf16() -> bool:
-    """True when /proc/cpuinfo lists the ``amx_bf16`` flag (Linux)."""
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The bf16 instruction sets /proc/cpuinfo lists (``amx_bf16``, ``avx512_bf16``; Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any("amx_bf16" in line for line in f if line.startswith("flags"))
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
     except OSError:
-        return False
+        return ()
+    return tuple(f for f in ("amx_bf16", "avx512_bf16") if f in flags)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last
         dev = check_device(device)
     if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    fast = dev.type == "cuda" or cpu_has_amx_bf16()
+    fast = dev.type == "cuda" or bool(cpu_bf16_flags())
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and fast) else None
-    cl = channels_last == "on" or (channels_last == "auto" and fast)
+    cl = channels_last != "off"
     comp = compile == "on" or (compile == "auto" and dev.type == "cuda")
     return Runtime(dev, dtype, cl, comp)
 

@@ -40,10 +40,10 @@ def machine_info() -> dict:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from fastmix.runtime import cpu_has_amx_bf16
+    from fastmix.runtime import cpu_bf16_flags
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "amx_bf16": cpu_has_amx_bf16(), "gpu": gpu,
+    return {"cpu": cpu, "cores": os.cpu_count(), "bf16_flags": list(cpu_bf16_flags()), "gpu": gpu,
             "python": platform.python_version(), "torch": torch.__version__,
             "ffcv": version("ffcv"), "numba": numba.__version__,
             "numpy": numpy.__version__, "loadavg": os.getloadavg(),
