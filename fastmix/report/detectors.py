@@ -106,7 +106,7 @@ def detector_section(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Markdown lines: the detector x variant table of held-out mean AUROC / FPR@95 (%) and
     its reading. ``groups``: variant -> its runs' results.json dicts (the report's grouping).
     """
-    from fastmix.report.report import VARIANT_TITLE
+    from fastmix.report.format import VARIANT_TITLE
 
     runs = [r for rs in groups.values() for r in rs]
     scores = list(dict.fromkeys(s for r in runs for e in (r.get("ood") or {}).values()
