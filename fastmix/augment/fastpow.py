@@ -1,7 +1,7 @@
 """Vectorisable float64 log2 and exp2 over arrays, for PixMix's multiply step in Numba.
 
 PixMix's multiply step (Hendrycks et al., CVPR 2022) is ``(2 m)**a * (2 p)**b / 2`` per pixel.
-Numba would call the C library's scalar ``powf`` twice per pixel (10-20 ns each here): LLVM
+Numba would call the C library's scalar ``powf`` twice per pixel, one pixel at a time: LLVM
 cannot vectorise a call into libm without Intel's SVML, which the PyPI llvmlite lacks. fastmix
 computes the product in one go instead, as
 

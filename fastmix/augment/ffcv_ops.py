@@ -62,9 +62,10 @@ from fastmix.errors import ConfigError, DataError
 
 _F32 = np.dtype(np.float32)
 
-# Iterations of each kernel's prange per scheduled task (numba.set_parallel_chunksize), chosen
-# by bench measurements on 2 cores (bench/RESULTS.md): one PixMix iteration is a chunk of
-# pixmix.BATCH_CHUNK = 4 samples (~40 us); one salt-and-pepper iteration is one sample (~1 us).
+# Iterations of each kernel's prange per scheduled task (numba.set_parallel_chunksize). One
+# PixMix iteration is a chunk of pixmix.BATCH_CHUNK = 4 samples, long enough to be a task of its
+# own; one salt-and-pepper iteration is one sample, so tasks take 32 to keep the scheduling
+# overhead small. Chosen by A/B runs of the loader benchmark (bench/RESULTS.md).
 PIXMIX_TASK_ITERATIONS = 1
 SALT_PEPPER_TASK_ITERATIONS = 32
 

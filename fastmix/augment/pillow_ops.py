@@ -12,7 +12,7 @@ contrast / brightness / sharpness (Pillow's float32 blend and 3x3 SMOOTH filter)
 solarize, shear_x, shear_y, translate_x, translate_y, and with ``all_ops`` also color, contrast,
 brightness, sharpness. ``color`` is kept as an identity op (PIL's Color enhancer is a no-op on a
 grayscale image) so that the op frequencies stay those of the reference's all-ops list.
-Magnitudes at level ``l`` (reference scale 0..10), SIZE = the image width: rotate ``int(3 l)``
+Magnitudes at level ``l`` (the reference's scale 0..10), SIZE = the image width: rotate ``int(3 l)``
 degrees, shear ``0.03 l``, translate ``int(l * (SIZE / 3) / 10)`` px (each with a random sign),
 posterize ``4 - int(0.4 l)`` bits, solarize threshold ``256 - int(25.6 l)``, enhance factor
 ``0.18 l + 0.1``.
@@ -59,7 +59,7 @@ COLOR = 9
 CONTRAST = 10
 BRIGHTNESS = 11
 SHARPNESS = 12
-N_OPS_BASIC = 9  # the reference's default ``augmentations``
+N_OPS_BASIC = 9  # andyzoujm/pixmix's default ``augmentations``
 N_OPS_ALL = 13  # ``--all-ops``: + color, contrast, brightness, sharpness
 
 _F0 = np.float32(0.0)

@@ -1,8 +1,8 @@
 """PixMix as a Numba kernel: one sample from a random plan, or a whole batch.
 
 PixMix (Hendrycks et al., "PixMix: Dreamlike Pictures Comprehensively Improve Safety Measures",
-CVPR 2022; reference code andyzoujm/pixmix ``cifar.py`` / ``pixmix_utils.py``). Per sample, with
-``x`` the uint8 image and ``m`` ONE mixing picture::
+CVPR 2022; code andyzoujm/pixmix ``cifar.py`` / ``pixmix_utils.py``, below "the reference").
+Per sample, with ``x`` the uint8 image and ``m`` ONE mixing picture::
 
     m      = random 28x28 crop of a random bank picture (bank uint8 (M, S, S), S = 32 default)
     mixed  = augment(x) with p 0.5, else x                         (as float32 in [0, 1])
@@ -148,8 +148,8 @@ def mix_multiply(mixed, mixed_u8, mixed_is_u8, partner, a, b, work64, work32):
     ``p = partner / 255`` (partner uint8).
 
     Computed as ``2 ** (a log2(2 mixed) + b log2(max(2 p, 1e-37)) - 1)`` in float64, rounded once
-    to float32 (``fastmix.augment.fastpow``: vectorised, no libm calls): the partner's log2 from a table
-    per uint8 value, the mixed image's from a table too while it still equals
+    to float32 (``fastmix.augment.fastpow``: vectorised, no libm calls): the partner's log2 from a
+    table per uint8 value, the mixed image's from a table too while it still equals
     ``mixed_u8 / 255`` (``mixed_is_u8``: before the first mixing round), else by one vector
     pass. ``x**0 = 1`` for every x, as ``powf``. Within about 1 float32 ulp of the reference's
     two float32 powers and product (which round three times; this rounds once).

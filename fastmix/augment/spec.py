@@ -62,7 +62,7 @@ class Augmentation:
 
     @property
     def n_ops(self) -> int:
-        """PixMix's op list length: the reference's 9 ops, or 13 with ``--all-ops``."""
+        """PixMix's op list length: andyzoujm/pixmix's 9 ops, or 13 with ``--all-ops``."""
         return pillow_ops.N_OPS_ALL if self.pixmix_all_ops else pillow_ops.N_OPS_BASIC
 
 
