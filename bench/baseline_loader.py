@@ -1,4 +1,4 @@
-"""Baselines for the loader benchmark: augmentation the way the reference code does it.
+"""Baselines for the loader benchmark: augmentation the way the PixMix code does it.
 
 A ``torch.utils.data.Dataset`` that augments one sample per ``__getitem__`` call with Pillow ops
 and NumPy mixing (andyzoujm/pixmix ``cifar.py`` / ``pixmix_utils.py``: ``PixMixDataset`` +

@@ -8,8 +8,8 @@ For the pipelines none / sp / pixmix it prints images/second of
 * fastmix: ``fastmix.data.loader.make_train_loader`` over a beton of ``--n`` MNIST training images
   (../shared/data/mnist beside the checkout, or ``--raw``; random digit-like images otherwise),
   at every Numba thread count of ``--threads``;
-* the baseline: ``bench/baseline_loader.py``, the reference's way (per-sample Pillow ops and NumPy
-  mixing in a ``Dataset``, a torch ``DataLoader`` with 2 worker processes), over the first
+* the baseline: ``bench/baseline_loader.py``, andyzoujm/pixmix's way (per-sample Pillow ops and
+  NumPy mixing in a ``Dataset``, a torch ``DataLoader`` with 2 worker processes), over the first
   ``--baseline-n`` images (its speed per image does not depend on the dataset size).
 Per pipeline, the baseline and fastmix at each thread count run round by round: every round is
 one epoch of each, in turn, so a drift of the machine's speed hits all of them alike. Each rate is
@@ -132,10 +132,10 @@ def interleaved_epochs(loaders: dict[str, Iterable], epochs: int, warmup: int = 
     """Time every loader in ``loaders`` for ``epochs`` rounds after ``warmup`` untimed epochs.
 
     Each round runs one epoch of every loader, one after the other, so a slow drift of the
-    machine's speed (other tenants of a virtual machine: seen here as +-25% over minutes) hits
-    all of them alike, and a ratio taken within one round compares like with like. Odd rounds
-    run the loaders in reverse order (A B C, C B A, ...), so no loader always follows the same
-    one (the baseline's worker processes, say) and a drift within a round cancels over two.
+    machine's speed (other tenants of a virtual machine) hits all of them alike, and a ratio
+    taken within one round compares like with like. Odd rounds run the loaders in reverse order
+    (A B C, C B A, ...), so no loader always follows the same one (the baseline's worker
+    processes, say) and a drift within a round cancels over two.
     Returns {name: {img_per_s (median), img_per_cpu_s (median), epochs (per-round rates)}}.
     """
     for loader in loaders.values():

@@ -1,11 +1,11 @@
 """Validated, atomic FFCV ``.beton`` writing and reading.
 
 Every beton fastmix writes has two fields: ``image`` (``NDArrayField`` of uint8, shape (H, W))
-and ``label`` (``IntField``; -1 for OOD / outlier samples). Writing is atomic: the arrays are
-validated first (the FFCV writer hangs forever when a worker raises), the file is written under a
-temporary name in the destination folder by a child process bounded by a timeout, fsynced, and
-renamed into place only when complete. A crash or Ctrl-C mid-way leaves at most a ``.tmp-*``
-file that no reader trusts and the next run deletes.
+and ``label`` (``IntField``: the source's class, or -1 for a set without classes). Writing is
+atomic: the arrays are validated first (the FFCV writer hangs forever when a worker raises), the
+file is written under a temporary name in the destination folder by a child process bounded by
+a timeout, fsynced, and renamed into place only when complete. A crash or Ctrl-C mid-way leaves
+at most a ``.tmp-*`` file that no reader trusts and the next run deletes.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def write_beton(
     if not os.access(path.parent, os.W_OK):
         raise DataError(f"{path}: output folder {path.parent} is not writable")
     workers = num_workers or 1
-    import ffcv.writer  # noqa: F401  (import once here, not in every forked child: ~4 s)
+    import ffcv.writer  # noqa: F401  (a slow import: once here, not in every forked child)
 
     tmp = temporary_name(path)  # the name atomic_write uses; clean_stale_temporaries finds it
     ctx = mp.get_context("fork")

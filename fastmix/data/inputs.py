@@ -1,7 +1,7 @@
 """The one model-input convention: float32 (N, 1, H, W) in [0, 1] = uint8 / 255.
 
-Normalisation ((x - 0.5) / 0.5 for the BatchNorm ConvNet, as the PixMix reference; none for the
-OE paper's LeNet) is the model's own first step, so every loader, OOD set and evaluation feeds
+Normalisation ((x - 0.5) / 0.5 for the BatchNorm ConvNets, as andyzoujm/pixmix does; none for
+the LeNets) is the model's own first step, so every loader, OOD set and evaluation feeds
 the same tensors. The FFCV ops produce this format inside the loader
 (``fastmix.augment.unit.to_unit_batch``, same numbers); everything that holds uint8 arrays in
 memory (evaluation, the validation set, benchmarks) converts them here.
