@@ -197,7 +197,8 @@ def load_config(
         else:
             cfg = merge(cfg, o, "override " + ", ".join(
                 f"{sec}.{key}" for sec, vals in o.items() for key in vals))
-    cfg["variant"] = {"name": variant or "custom"}
+    cfg["variant"] = {"name": variant or "custom",
+                      "presets": [Path(n).stem if n.endswith(".toml") else n for n in presets]}
     return validate(cfg)
 
 

@@ -73,3 +73,22 @@ def seen_any(runs: list[dict[str, Any]], ood_set: str) -> bool | None:
 
 def status(seen: bool | None) -> str:
     return "n/a" if seen is None else ("**seen in training**" if seen else "held out")
+
+
+def model_tag(r: dict[str, Any]) -> str:
+    """The model and recipe of a run, e.g. ``lenet w16`` or ``lenet_oe (oe_paper)``: its model
+    name, width (for the models that have one) and the presets beyond the variant's."""
+    cfg = r.get("config") or {}
+    m = cfg.get("model") or {}
+    name = m.get("name", "?")
+    tag = name if name == "lenet_oe" else f"{name} w{m.get('width', '?')}"
+    presets = [p for p in cfg.get("presets") or [] if p != "smoke"]
+    return f"{tag} ({', '.join(presets)})" if presets else tag
+
+
+def split_by_model(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs by ``model_tag``, the tag with most runs first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        out.setdefault(model_tag(r), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: -len(kv[1])))

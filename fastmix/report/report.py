@@ -23,10 +23,12 @@ from typing import Any
 from fastmix.errors import DataError
 from fastmix.evaluate.results import CONVENTION, load_results
 from fastmix.files import atomic_write
+from fastmix.report.ablation import ablation_section
 from fastmix.report.calibration import calibration_section, error_detection_section
 from fastmix.report.detectors import detector_section
 from fastmix.report.figures import figures_section
-from fastmix.report.format import PM, Groups, get, group_by_variant, table, title
+from fastmix.report.format import PM, Groups, get, group_by_variant, split_by_model, table, title
+from fastmix.report.oe_paper import oe_paper_section
 from fastmix.report.ood import ood_section
 from fastmix.report.robustness import robustness_section
 from fastmix.report.seed_report import seed_report_section
@@ -70,6 +72,14 @@ def _header(groups: Groups, runs: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def _model_note(models: dict[str, list[dict[str, Any]]]) -> list[str]:
+    tags = list(models)
+    if len(tags) == 1:
+        return [f"Model: {tags[0]}.", ""]
+    return [f"Models: {', '.join(f'{t} ({len(r)} runs)' for t, r in models.items())}. Sections "
+            f"1-6 cover the main model, {tags[0]}; the ablation covers every model.", ""]
+
+
 def _notes(groups: Groups) -> list[str]:
     lines = ["## Notes", ""]
     for v, runs in groups.items():
@@ -98,10 +108,13 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     out.mkdir(parents=True, exist_ok=True)
     results = [r for _, r in runs]
     run_of = {id(r): p for p, r in runs}
-    groups = group_by_variant(results)
-    lines = _header(groups, runs) + seed_report_section(groups) + robustness_section(groups)
+    models = split_by_model(results)
+    main = next(iter(models.values()))
+    groups = group_by_variant(main)
+    lines = _header(groups, runs) + _model_note(models)
+    lines += seed_report_section(groups) + robustness_section(groups)
     lines += ood_section(groups) + detector_section(groups)
     lines += calibration_section(groups) + error_detection_section(groups)
     fig_lines, _ = figures_section(groups, run_of, out)
-    lines += fig_lines + _notes(groups)
+    lines += fig_lines + oe_paper_section(results) + ablation_section(results) + _notes(groups)
     return atomic_write(out / "report.md", "\n".join(lines).rstrip() + "\n")
