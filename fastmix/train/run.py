@@ -225,7 +225,8 @@ class Run:
         improved = self.val_acc > self.best
         self.best = max(self.best, self.val_acc)
         self._require_finite()
-        epoch, secs, seen, nb = math.ceil(self.step / self.spe), self.epoch_seconds, self.seen, self.nb
+        epoch, secs = math.ceil(self.step / self.spe), self.epoch_seconds
+        seen, nb = self.seen, self.nb
         ratio = 1 + (self.cfg["oe"]["ratio"] if self.cfg["oe"]["enabled"] else 0)
         if dist.is_main():
             rd.append_metrics(self.run_dir, {

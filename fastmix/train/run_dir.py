@@ -6,7 +6,7 @@
     <run>/metrics.csv            one row per epoch (METRICS_FIELDS)
     <run>/steps.csv              one row every train.log_every steps (STEPS_HEADER)
     <run>/train.log              one line per epoch (and what a preemption did)
-    <run>/checkpoints/last.pt    resume point (every epoch, every train.ckpt_every steps, on SIGTERM)
+    <run>/checkpoints/last.pt    resume point (each epoch, every train.ckpt_every steps, SIGTERM)
     <run>/checkpoints/best.pt    best validation accuracy so far
     <run>/done.json              written last, once every step is trained
     <run>/results.json           fastmix eval: every metric (removed when the weights change)
