@@ -19,6 +19,12 @@ Kills alternate between the whole process group (parent, its forked FFCV writer 
 writer's workers: a power cut) and the parent alone (the orphaned writer keeps writing its
 temporary file while the next run starts).
 
+SIGTERM, which cluster schedulers send before they kill a job, gets the same checks: once to
+the whole process group (SLURM signals every process of a job step) and once to the parent
+alone (Kubernetes signals the container's main process), each inside the write phase; the
+interrupted run must not exit 0, nothing partial may read as valid, and a re-run gives every
+beton the clean build's sha256.
+
 ``FASTMIX_CONVERT_KILLS`` (default 10; 20 in the first session, 12 until the fifth) sets the
 number of kills, ``FASTMIX_KILL_SEED`` the seed of the random choices (printed, so a failure can
 be replayed as far as timing allows).
@@ -273,3 +279,37 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
         print("\n".join(history))
     print(f"{kills} kills in {rounds} rounds")
     assert kills >= KILLS
+
+
+@pytest.mark.parametrize("whole_group", [True, False], ids=["group", "parent"])
+def test_sigterm_mid_write_then_a_rerun_builds_the_clean_bytes(clean, shared_data, tmp_path,
+                                                             whole_group):
+    """SIGTERM inside the write phase: no beton, manifest entry or up-to-date check trusts a
+    partial file, and the next run (started at once, beside a writer the parent may have
+    orphaned) finishes with every beton byte-identical to the clean build."""
+    specs = {n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items()
+             if n in SETS}
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    started = []
+    try:
+        proc = _start(shared_data, out, log)
+        started.append(proc)
+        assert _wait_for_writes(proc, out), log.read_text()[-3000:]
+        time.sleep(clean.write_seconds * random.uniform(0.05, 0.5))
+        assert proc.poll() is None, "finished before the signal:\n" + log.read_text()[-3000:]
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        assert code != 0, "the SIGTERMed convert reported success"
+        print(f"SIGTERM to the {'group' if whole_group else 'parent'}: exit status {code}")
+        _check_after_kill(out, clean, specs, {})
+        assert _todo(out, specs) > 0  # the interrupted build is not taken for a finished one
+        rerun = _start(shared_data, out, log)
+        started.append(rerun)
+        assert rerun.wait(timeout=300) == 0, log.read_text()[-3000:]
+        _check_finished(out, clean)
+    finally:
+        for p in started:
+            kill_group(p)
