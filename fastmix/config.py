@@ -155,6 +155,10 @@ def validate(cfg: Config) -> Config:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    prefixes = sorted({n.split("/")[0] for n in known_beton_names() if "/" in n})
+    if cfg["data"]["corrupted"] not in prefixes:
+        raise ConfigError(f"data.corrupted: unknown -C set {cfg['data']['corrupted']!r}; valid: "
+                          f"{', '.join(prefixes)}")
     unknown = [n for n in cfg["eval"]["ood_sets"] if n not in known_beton_names()]
     if unknown:
         valid = ", ".join(n for n in known_beton_names() if "/" not in n)

@@ -44,6 +44,7 @@ def require_betons(cfg: Config) -> dict[str, Path]:
         need["mixing"] = cfg["data"]["mixing"]
     if cfg["oe"]["enabled"]:
         need["outlier"] = cfg["oe"]["source"]
+    check_study(cfg, data, entries)
     out, missing = {}, []
     for role, name in need.items():
         path = manifest_beton_path(data, name, entries[name]) if name in entries else None
@@ -57,6 +58,40 @@ def require_betons(cfg: Config) -> dict[str, Path]:
             + (f" (available: {', '.join(sorted(entries))})" if entries else "")
         )
     return out
+
+
+LABELLED_ROLES = ("train", "val", "test", "corrupted")  # catalog roles whose betons have classes
+
+
+def check_study(cfg: Config, data: Path, entries: dict) -> None:
+    """ConfigError, naming the setting, for a study that cannot mean what it says: a training
+    or validation set without class labels, a test set from another family than the training
+    set (unless ``data.family_shift`` says so), an Outlier Exposure source of the training
+    set's family, a validation set that is the test set. Betons the manifest does not list are
+    left to the missing-beton message."""
+    d = cfg["data"]
+
+    def entry(name: str) -> dict:
+        return entries.get(name) or {}
+
+    for key in ("train", "val"):
+        e = entry(d[key])
+        if e and e.get("role") not in LABELLED_ROLES:
+            raise ConfigError(f"data.{key} = {d[key]!r}: {data}/manifest.json lists it as "
+                              f"{e.get('role')!r}, a set without class labels; train on a "
+                              "labelled set (e.g. mnist_train, fmnist_train)")
+    fam = entry(d["train"]).get("family")
+    if d["val"] == d["test"]:
+        raise ConfigError(f"data.val = data.test = {d['test']!r}: the validation set (best "
+                          "checkpoint, temperature) must not be the test set")
+    test_fam = entry(d["test"]).get("family")
+    if fam and test_fam and test_fam != fam and not d["family_shift"]:
+        raise ConfigError(f"data.test = {d['test']!r} is {test_fam}, data.train = "
+                          f"{d['train']!r} is {fam}; set data.family_shift = true to test "
+                          "across families")
+    if cfg["oe"]["enabled"] and fam and entry(cfg["oe"]["source"]).get("family") == fam:
+        raise ConfigError(f"oe.source = {cfg['oe']['source']!r} is the training set's family "
+                          f"({fam}): Outlier Exposure needs outliers from another distribution")
 
 
 @torch.inference_mode()
