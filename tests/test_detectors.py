@@ -67,13 +67,13 @@ def _auroc(id_s, ood_s):
     return roc_auc_score(np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))], np.r_[id_s, ood_s])
 
 
-def _check_against_results(run, name, ref):
+def _check_against_results(run, name, ref, abs=1e-12):
     """``ref(features) -> scores``: results.json's AUROC for detector ``name`` equals the
     reference's on the stored features."""
     id_s = ref(_f(run, "mnist_test"))
     for ood in OOD_SETS:
         got = run["res"]["ood"][ood]["full"][name]["auroc"]
-        assert got == pytest.approx(_auroc(id_s, ref(_f(run, ood))), abs=1e-12), (name, ood)
+        assert got == pytest.approx(_auroc(id_s, ref(_f(run, ood))), abs=abs), (name, ood)
 
 
 # ----------------------------------------------------------------------------- parity
@@ -98,7 +98,9 @@ def test_mahalanobis_matches_empirical_covariance(run):
 
 def test_knn_matches_nearest_neighbors(run):
     """Sun et al. 2022: L2-normalised features, distance to the 50th nearest training feature
-    (sklearn NearestNeighbors, exact float64 search)."""
+    (sklearn NearestNeighbors, exact float64 search). fastmix searches with a float32 matmul:
+    the squared distances agree to 1e-6 (they spread over ~0.005-1), the AUROCs up to the
+    rare rank swap that causes."""
     def unit(x):
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
 
@@ -110,8 +112,9 @@ def test_knn_matches_nearest_neighbors(run):
     fitted = knn.fit(_train(run))
     assert fitted.k == 50
     for s in ("mnist_test", *OOD_SETS):
-        np.testing.assert_allclose(knn.score(fitted, _f(run, s)), ref(_f(run, s)), rtol=1e-10)
-    _check_against_results(run, "knn", ref)
+        np.testing.assert_allclose(knn.score(fitted, _f(run, s)) ** 2, ref(_f(run, s)) ** 2,
+                                   rtol=0, atol=1e-6)
+    _check_against_results(run, "knn", ref, abs=1e-4)
 
 
 def test_vim_matches_the_authors_recipe(run):

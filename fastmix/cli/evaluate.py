@@ -3,7 +3,8 @@
     fastmix eval RUN... [--data DIR] [--which best|last] [--no-progress]
     fastmix report RUN... --out DIR [--data DIR] [--which best|last] [--no-progress]
 
-``eval`` writes ``<run>/results.json`` and ``<run>/logits.npz`` and prints one line per run;
+``eval`` writes ``<run>/results.json``, ``<run>/logits.npz`` and ``<run>/features.npz``
+(``eval.features``) and prints one line per run;
 ``report`` evaluates the runs that lack ``results.json`` first, then writes
 ``<out>/report.md`` and ``<out>/plots/``.  User errors (a missing run, missing data, a bad
 config) print one clear message to stderr and return a non-zero exit code.

@@ -42,7 +42,7 @@ class DetectorScores:
 def _odin(model: Any, sets: EvalSets, score_sets: list[str], val: str, seed: int,
           device: str, batch_size: int, desc: str, progress: bool, out: DetectorScores) -> None:
     t0 = time.perf_counter()
-    val_x = sets[val][0][draw_subset(len(sets[val][0]), odin.MAX_IMAGES, seed)]
+    val_x = sets[val][0][draw_subset(len(sets[val][0]), odin.VAL_IMAGES, seed)]
     eps, mean_s = odin.choose_epsilon(model, val_x, device=device, batch_size=batch_size,
                                       desc=f"{desc}: odin eps on {val}", progress=progress)
     for name in score_sets:

@@ -35,10 +35,13 @@ HYPERPARAMETERS = {"layer": "penultimate features", "covariance": "shared by all
 
 @dataclass(frozen=True)
 class MahalanobisFit:
-    """Class means (C, F) of the classes present in training, and the shared precision (F, F)."""
+    """Class means (C, F) of the classes present in training, the shared precision (F, F) and
+    a square root ``L`` of it (``precision = L L^T``), so that a distance is ``|L^T (f - mu)|^2``
+    (an (F, F) product per sample, not one per sample and class)."""
 
     means: np.ndarray
     precision: np.ndarray
+    root: np.ndarray
 
 
 def fit(train: TrainingFeatures) -> MahalanobisFit:
@@ -50,8 +53,9 @@ def fit(train: TrainingFeatures) -> MahalanobisFit:
     classes = np.unique(y)
     means = np.stack([f[y == c].mean(axis=0) for c in classes])
     centered = f - means[np.searchsorted(classes, y)]
-    cov = centered.T @ centered / len(f)
-    return MahalanobisFit(means, pinvh(cov))
+    precision = pinvh(centered.T @ centered / len(f))
+    w, v = np.linalg.eigh(precision)
+    return MahalanobisFit(means, precision, v * np.sqrt(np.maximum(w, 0.0)))
 
 
 def hyperparameters(fitted: MahalanobisFit) -> dict[str, object]:
@@ -62,9 +66,9 @@ def hyperparameters(fitted: MahalanobisFit) -> dict[str, object]:
 def score(fitted: MahalanobisFit, features: np.ndarray) -> np.ndarray:
     """``min_c (f - mu_c)^T Sigma^+ (f - mu_c)`` per row, float64 (N,); higher = more
     anomalous."""
-    f = as_features(features, dim=fitted.precision.shape[0])
+    f = as_features(features, dim=fitted.precision.shape[0]) @ fitted.root
     best = np.full(len(f), np.inf)
-    for mu in fitted.means:
+    for mu in fitted.means @ fitted.root:
         d = f - mu
-        np.minimum(best, np.einsum("ij,ij->i", d @ fitted.precision, d), out=best)
+        np.minimum(best, np.einsum("ij,ij->i", d, d), out=best)
     return best

@@ -18,7 +18,8 @@ in-distribution validation images. Scores are computed in float64 from the float
 (at ``T = 1000`` every softmax is close to uniform; float32 would tie them).
 
 ODIN needs a backward pass per image and a second forward pass, so evaluation scores it on a
-seeded subset of every set (:data:`MAX_IMAGES`).
+seeded subset of every set (:data:`MAX_IMAGES`) and chooses ``eps`` on :data:`VAL_IMAGES`
+validation images.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_IMAGES",
     "PAPER",
     "TEMPERATURE",
+    "VAL_IMAGES",
     "choose_epsilon",
     "perturbed_logits",
     "score",
@@ -45,7 +47,8 @@ PAPER = ("Liang, Li & Srikant, Enhancing The Reliability of Out-of-distribution 
          "in Neural Networks, ICLR 2018")
 TEMPERATURE = 1000.0
 EPSILONS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08)
-MAX_IMAGES = 1000
+MAX_IMAGES = 1000  # per scored set (ID test, each OOD set)
+VAL_IMAGES = 500  # validation images eps is chosen on
 FORMULA = (f"-max_k softmax(z(x~) / T)_k, x~ = x - eps sign(-grad_x log max_k softmax(z(x) / T)"
            f"_k), T = {TEMPERATURE:g} (Liang et al. 2018); eps chosen on ID validation images "
            "(Hsu et al. 2020)")
