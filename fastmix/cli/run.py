@@ -86,7 +86,7 @@ def run_all(args: argparse.Namespace) -> int:
             if (run_dir / "results.json").is_file():
                 print(f"{run_dir}: already evaluated")
                 continue
-            evaluate_run(run_dir, data_dir=args.data, sets_cache=cache)
+            evaluate_run(run_dir, data_dir=args.data, sets_cache=cache, progress=progress)
 
         print("== report", flush=True)
         report = write_report(runs, out / "report")
