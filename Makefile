@@ -13,19 +13,22 @@ RAW_DIR     ?= $(wildcard ../shared/data)
 RAW_FLAG    := $(if $(RAW_DIR),--raw $(RAW_DIR),)
 DATA_DIR    ?= data
 RUNS_DIR    ?= runs
+GPU_OUT     ?= bench/out/gpu
 PYTEST_ARGS ?=
 
 STAMP_APT   := $(VENV)/.stamp-apt
 STAMP_TORCH := $(VENV)/.stamp-torch
 STAMP_DEPS  := $(VENV)/.stamp-deps
 
-.PHONY: install run test lint convert bench clean-data help
+.PHONY: install run test lint convert bench gpu-check clean-data help
 
 help:
 	@echo "make run    - install, convert the data, train + evaluate all six models, write the report"
 	@echo "make test   - install and run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make bench  - fastmix bench all"
+	@echo "make gpu-check - on a CUDA machine: CUDA tests, six models trained + evaluated (timed),"
+	@echo "                 bench train -> $(GPU_OUT)/gpu_check.{json,md} (exits 2 without a GPU)"
 
 $(PY):
 	$(PYTHON_BASE) -m venv $(VENV)
@@ -69,6 +72,9 @@ bench: install
 	@mkdir -p bench/out
 	$(PY) -m fastmix bench all $(RAW_FLAG) --data $(DATA_DIR) --json bench/out/bench.json \
 		--plot bench/out/loader_throughput.png
+
+gpu-check: install
+	$(PY) -m fastmix.bench.gpu_check $(RAW_FLAG) --data $(DATA_DIR) --out $(GPU_OUT)
 
 clean-data:
 	rm -rf $(DATA_DIR)
