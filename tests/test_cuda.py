@@ -30,8 +30,10 @@ from fastmix.train.preemption import Preempted
 from fastmix.train.run import Run
 from fastmix.train.trainer import RunRequest, train_runs
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+]
 
 STEPS = 12  # smoke.toml's max_steps
 # Evaluation: logit scores and one feature detector (features on the device), two OOD sets.
@@ -48,8 +50,11 @@ def betons(request) -> Path:
 
 
 def _cfg(variant: str, betons: Path, **train):
-    return load_config(variant, ["smoke"], [{"data": {"dir": str(betons)}}, {"eval": EVAL},
-                                            {"train": {"device": "cuda", **train}}])
+    return load_config(
+        variant,
+        ["smoke"],
+        [{"data": {"dir": str(betons)}}, {"eval": EVAL}, {"train": {"device": "cuda", **train}}],
+    )
 
 
 def _finite(ckpt: dict) -> bool:
@@ -75,8 +80,9 @@ def six(betons, tmp_path_factory) -> tuple[Path, list, list]:
     root = tmp_path_factory.mktemp("cuda-six")
     with pytest.MonkeyPatch.context() as mp:
         seen = _record_steps(mp)
-        results = train_runs([RunRequest(_cfg(v, betons), root / v) for v in VARIANTS],
-                             progress=False)
+        results = train_runs(
+            [RunRequest(_cfg(v, betons), root / v) for v in VARIANTS], progress=False
+        )
     return root, results, seen
 
 
@@ -101,8 +107,9 @@ def test_fp32_evaluation_on_cuda_gives_the_cpu_logits(six, betons, tmp_path):
     root, _, _ = six
     got = {}
     for device in ("cuda", "cpu"):
-        run = shutil.copytree(root / "base_oe", tmp_path / device,
-                              ignore=shutil.ignore_patterns(".lock"))
+        run = shutil.copytree(
+            root / "base_oe", tmp_path / device, ignore=shutil.ignore_patterns(".lock")
+        )
         res = evaluate_run(run, betons, device=device, precision="fp32", progress=False)
         assert res["inference"]["device"] == device and res["inference"]["precision"] == "fp32"
         with np.load(run / "logits.npz") as z:
@@ -137,16 +144,16 @@ def test_a_job_stopped_on_cuda_resumes_to_the_end(betons, tmp_path, monkeypatch)
     assert result.steps == STEPS
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == STEPS and _finite(ckpt)
-    steps = [int(line.split(",")[0]) for line in
-             (run / "steps.csv").read_text().splitlines()[1:]]
+    steps = [int(line.split(",")[0]) for line in (run / "steps.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, STEPS + 1))  # every step logged once, none lost or doubled
 
 
 def test_device_cuda_0_trains_on_gpu_0(betons, tmp_path, monkeypatch):
     assert resolve_runtime("cuda:0").device == torch.device("cuda", 0)
     seen = _record_steps(monkeypatch)
-    (result,) = train_runs([RunRequest(_cfg("base", betons, device="cuda:0"), tmp_path / "b")],
-                           progress=False)
+    (result,) = train_runs(
+        [RunRequest(_cfg("base", betons, device="cuda:0"), tmp_path / "b")], progress=False
+    )
     assert result.steps == STEPS
     assert {device for _, device, _ in seen} == {torch.device("cuda", 0)}
     assert "cuda:0" in (tmp_path / "b" / "config.toml").read_text()

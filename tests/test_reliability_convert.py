@@ -60,10 +60,25 @@ pytestmark = pytest.mark.slow
 
 def _start(shared: Path, out: Path, log: Path) -> subprocess.Popen:
     """A real ``fastmix convert`` of SETS into ``out`` (raw-file cache beside it)."""
-    return popen_logged([sys.executable, "-m", "fastmix",
-                         *convert_argv(out.parent, "--raw", str(shared), "--out", str(out),
-                                       "--only", ",".join(SETS), "--fractals", str(FRACTALS))],
-                        log)
+    return popen_logged(
+        [
+            sys.executable,
+            "-m",
+            "fastmix",
+            *convert_argv(
+                out.parent,
+                "--raw",
+                str(shared),
+                "--out",
+                str(out),
+                "--only",
+                ",".join(SETS),
+                "--fractals",
+                str(FRACTALS),
+            ),
+        ],
+        log,
+    )
 
 
 def _own_writes(out: Path, pid: int) -> bool:
@@ -103,14 +118,22 @@ def _kill(proc: subprocess.Popen, whole_group: bool) -> bool:
 
 
 def _stable(manifest: dict) -> dict:
-    return {**manifest, "betons": {n: {k: v for k, v in e.items() if k not in VOLATILE}
-                                   for n, e in manifest["betons"].items()}}
+    return {
+        **manifest,
+        "betons": {
+            n: {k: v for k, v in e.items() if k not in VOLATILE}
+            for n, e in manifest["betons"].items()
+        },
+    }
 
 
 def _beton_files(out: Path) -> dict[str, Path]:
     """Files at real beton names (not temporaries), by beton name."""
-    return {p.relative_to(out).as_posix()[: -len(".beton")]: p
-            for p in out.rglob("*.beton") if TMP_MARK not in p.name}
+    return {
+        p.relative_to(out).as_posix()[: -len(".beton")]: p
+        for p in out.rglob("*.beton")
+        if TMP_MARK not in p.name
+    }
 
 
 class Clean:
@@ -153,10 +176,12 @@ def _check_after_kill(out: Path, clean: Clean, specs: dict, damaged: dict[str, s
         entries = data["betons"]
     for name, entry in entries.items():
         assert _stable({"betons": {name: entry}}) == _stable(
-            {"betons": {name: clean.manifest["betons"][name]}}), name
+            {"betons": {name: clean.manifest["betons"][name]}}
+        ), name
     for name, path in _beton_files(out).items():
         assert _sha(path) in (clean.sha[name], damaged.get(name)), (
-            f"partial beton at a real name: {path}")
+            f"partial beton at a real name: {path}"
+        )
     for name, spec in specs.items():
         if is_up_to_date(spec, entries.get(name), out):
             assert _sha(spec.path(out)) == clean.sha[name], f"{name} passed as valid"
@@ -216,9 +241,13 @@ def _todo(out: Path, specs: dict) -> int:
     n = 0
     for name, spec in specs.items():
         entry, path = entries.get(name), spec.path(out)
-        ok = (entry is not None and entry.get("fingerprint") == spec.fingerprint()
-              and path.is_file() and path.stat().st_size == entry.get("bytes")
-              and _sha(path) == entry.get("sha256"))
+        ok = (
+            entry is not None
+            and entry.get("fingerprint") == spec.fingerprint()
+            and path.is_file()
+            and path.stat().st_size == entry.get("bytes")
+            and _sha(path) == entry.get("sha256")
+        )
         n += not ok
     return n
 
@@ -227,8 +256,9 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
     seed = int(os.environ.get("FASTMIX_KILL_SEED", time.time_ns() % 2**32))
     print(f"FASTMIX_KILL_SEED={seed}")
     rng = random.Random(seed)
-    specs = {n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items()
-             if n in SETS}
+    specs = {
+        n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items() if n in SETS
+    }
     out, log = tmp_path / "out", tmp_path / "log.txt"
     kills, rounds, history = 0, 0, []
     damaged: dict[str, str] = {}
@@ -250,8 +280,9 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
                 else:  # inside the write phase of what is left to build
                     if not _wait_for_writes(proc, out):
                         assert proc.returncode == 0, log.read_text()[-3000:]
-                        history.append(f"round {rounds} ({how}) {attempt}: finished before "
-                                       "writing anything")
+                        history.append(
+                            f"round {rounds} ({how}) {attempt}: finished before writing anything"
+                        )
                         break
                     delay = rng.uniform(0, clean.write_seconds * todo / len(SETS))
                     time.sleep(delay)
@@ -259,13 +290,16 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
                 group = kills % 2 == 0
                 if _kill(proc, whole_group=group):
                     kills += 1
-                    history.append(f"round {rounds} ({how}) {attempt}: killed "
-                                   f"{'group' if group else 'parent'} {when}")
+                    history.append(
+                        f"round {rounds} ({how}) {attempt}: killed "
+                        f"{'group' if group else 'parent'} {when}"
+                    )
                     _check_after_kill(out, clean, specs, damaged)
                 else:
                     assert proc.returncode == 0, log.read_text()[-3000:]
-                    history.append(f"round {rounds} ({how}) {attempt}: finished before the "
-                                   f"kill ({when})")
+                    history.append(
+                        f"round {rounds} ({how}) {attempt}: finished before the kill ({when})"
+                    )
                     break
             for p in started:
                 kill_group(p)
@@ -282,13 +316,15 @@ def test_sigkill_at_random_moments_loses_nothing(clean, shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("whole_group", [True, False], ids=["group", "parent"])
-def test_sigterm_mid_write_then_a_rerun_builds_the_clean_bytes(clean, shared_data, tmp_path,
-                                                             whole_group):
+def test_sigterm_mid_write_then_a_rerun_builds_the_clean_bytes(
+    clean, shared_data, tmp_path, whole_group
+):
     """SIGTERM inside the write phase: no beton, manifest entry or up-to-date check trusts a
     partial file, and the next run (started at once, beside a writer the parent may have
     orphaned) finishes with every beton byte-identical to the clean build."""
-    specs = {n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items()
-             if n in SETS}
+    specs = {
+        n: s for n, s in build_catalog(CatalogOptions(fractal_count=FRACTALS)).items() if n in SETS
+    }
     out, log = tmp_path / "out", tmp_path / "log.txt"
     started = []
     try:

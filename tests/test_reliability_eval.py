@@ -41,24 +41,40 @@ from tests.conftest import kill_group, popen_logged
 pytestmark = pytest.mark.slow
 
 # A small, quick model and evaluation that still writes all three files.
-SETTINGS = {"train": {"device": "cpu"}, "model": {"name": "lenet", "width": 4},
-            "eval": {"scores": ["msp", "energy"], "features": True,
-                     "ood_sets": ["gaussian_noise"]}}
+SETTINGS = {
+    "train": {"device": "cpu"},
+    "model": {"name": "lenet", "width": 4},
+    "eval": {"scores": ["msp", "energy"], "features": True, "ood_sets": ["gaussian_noise"]},
+}
 SETS = ("mnist_train", "mnist_val", "mnist_test", "gaussian_noise")
 
 
 def _eval_cmd(run: Path, data: Path, seed: int) -> list[str]:
-    return [sys.executable, "-m", "fastmix", "eval", str(run), "--data", str(data),
-            "--device", "cpu", "--seed", str(seed), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "fastmix",
+        "eval",
+        str(run),
+        "--data",
+        str(data),
+        "--device",
+        "cpu",
+        "--seed",
+        str(seed),
+        "--no-progress",
+    ]
 
 
-def _small_data(data_dir: Path, dst: Path) -> Path:
-    """A data folder with SETS only: their betons linked, their manifest entries copied."""
+def link_betons(data_dir: Path, dst: Path, names: tuple[str, ...]) -> Path:
+    """A data folder ``dst`` with the betons ``names`` of ``data_dir`` only (hard links, and
+    their manifest entries), so an evaluation there reads only those sets."""
     dst.mkdir()
     manifest = json.loads((data_dir / MANIFEST).read_text())
-    manifest["betons"] = {n: e for n, e in manifest["betons"].items() if n in SETS}
-    assert sorted(manifest["betons"]) == sorted(SETS)
+    manifest["betons"] = {n: e for n, e in manifest["betons"].items() if n in names}
+    assert sorted(manifest["betons"]) == sorted(names)
     for entry in manifest["betons"].values():
+        (dst / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
         os.link(data_dir / entry["file"], dst / entry["file"])
     (dst / MANIFEST).write_text(json.dumps(manifest))
     return dst
@@ -124,10 +140,13 @@ def _wait_for_temporary(proc: subprocess.Popen, run: Path) -> str | None:
 
 
 def test_sigterm_during_eval_leaves_nothing_trusted_and_a_rerun_finishes(data_dir, tmp_path):
-    data = _small_data(data_dir, tmp_path / "data")
+    data = link_betons(data_dir, tmp_path / "data", SETS)
     run, log = tmp_path / "base-s0", tmp_path / "log.txt"
-    train(load_config("base", ["smoke"], [{"data": {"dir": str(data)}}, SETTINGS]), run,
-          progress=False)
+    train(
+        load_config("base", ["smoke"], [{"data": {"dir": str(data)}}, SETTINGS]),
+        run,
+        progress=False,
+    )
 
     # 1. During inference, never evaluated before; then a complete evaluation (seed 1).
     proc = popen_logged(_eval_cmd(run, data, 1), log)
@@ -137,8 +156,10 @@ def test_sigterm_during_eval_leaves_nothing_trusted_and_a_rerun_finishes(data_di
         code = _signal_group(proc)
     finally:
         kill_group(proc)
-    print(f"SIGTERM during inference: exit status {code}; left "
-          f"{sorted(p.name for p in run.iterdir())}")
+    print(
+        f"SIGTERM during inference: exit status {code}; left "
+        f"{sorted(p.name for p in run.iterdir())}"
+    )
     assert not (run / RESULTS_FILE).exists()
     before = _rerun_finishes(run, data, 1, log)
     old_logits = _logits(run)
@@ -151,8 +172,10 @@ def test_sigterm_during_eval_leaves_nothing_trusted_and_a_rerun_finishes(data_di
         code = _signal_group(proc)
     finally:
         kill_group(proc)
-    print(f"SIGTERM once {first} appeared: exit status {code}; left "
-          f"{sorted(p.name for p in run.iterdir())}")
+    print(
+        f"SIGTERM once {first} appeared: exit status {code}; left "
+        f"{sorted(p.name for p in run.iterdir())}"
+    )
     _assert_nothing_untrustworthy(run, {0})  # never the older seed-1 results beside new files
     after = _rerun_finishes(run, data, 0, log)
     for name, z in _logits(run).items():

@@ -32,8 +32,12 @@ WHEEL_TIMEOUT = 120
 def _checkout_files() -> list[str]:
     """The checkout's files a fresh clone would hold, plus new ones git does not ignore."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], cwd=REPO, capture_output=True, check=True)
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"the checkout's file list needs git: {e}")
     return [f for f in out.stdout.decode().split("\0") if f and (REPO / f).is_file()]
@@ -41,8 +45,11 @@ def _checkout_files() -> list[str]:
 
 def _site_dirs() -> list[str]:
     """This interpreter's site-packages folders (torch, ffcv, numba, ...), never the checkout."""
-    return [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))
-            and Path(p).resolve() != REPO]
+    return [
+        p
+        for p in sys.path
+        if p.endswith(("site-packages", "dist-packages")) and Path(p).resolve() != REPO
+    ]
 
 
 class Installed:
@@ -61,8 +68,14 @@ class Installed:
 
     def python(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``python -S args`` in the work folder, output captured."""
-        return subprocess.run([sys.executable, "-S", *args], cwd=self.work, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-S", *args],
+            cwd=self.work,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +88,29 @@ def installed(tmp_path_factory) -> Installed:
     dist, site, work = root / "dist", root / "site", root / "work"
     work.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    build = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-                            "-w", str(dist), str(src)], capture_output=True, text=True,
-                           timeout=WHEEL_TIMEOUT)
+    build = subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-cache-dir",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WHEEL_TIMEOUT,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = dist.glob("fastmix-*.whl")
-    inst = subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--target", str(site),
-                           str(wheel)], capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
+    inst = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=WHEEL_TIMEOUT,
+    )
     assert inst.returncode == 0, inst.stdout + inst.stderr
     return Installed(wheel, site, work)
 
@@ -90,7 +119,8 @@ def _package_dirs() -> dict[str, Path]:
     """Every package the source tree holds (a folder with ``__init__.py``), by dotted name,
     mapped as ``[tool.setuptools.package-dir]`` says."""
     mapping = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"].get(
-        "package-dir", {})
+        "package-dir", {}
+    )
     roots = {"fastmix": REPO / "fastmix", **{k: REPO / v for k, v in mapping.items()}}
     found = {}
     for name, root in roots.items():
@@ -127,20 +157,23 @@ def test_every_command_answers_from_outside_the_checkout(installed):
     assert top.returncode == 0, top.stderr
     for cmd in SUBCOMMANDS:
         assert cmd in top.stdout
-    code = ("import json, sys\n"
-            "from fastmix.cli import main\n"
-            "for argv in " + repr([[c, "--help"] for c in SUBCOMMANDS[:-1]]
-                                  + [["bench", "loader", "--help"]]) + ":\n"
-            "    try:\n"
-            "        main(argv)\n"
-            "    except SystemExit as e:\n"
-            "        assert e.code == 0, (argv, e.code)\n"
-            "    print('=== ok', *argv, flush=True)\n"
-            "import fastmix, fastmix.converters.catalog, fastmix.bench.bench_loader\n"
-            "import fastmix.configs, fastmix.evaluate.detectors, fastmix.config\n"
-            "print(json.dumps({m: sys.modules[m].__file__ for m in sorted(sys.modules)\n"
-            "                  if m == 'fastmix' or m.startswith('fastmix.')}))\n"
-            "print(json.dumps([str(p) for p in fastmix.config.PRESETS.iterdir()]))\n")
+    code = (
+        "import json, sys\n"
+        "from fastmix.cli import main\n"
+        "for argv in "
+        + repr([[c, "--help"] for c in SUBCOMMANDS[:-1]] + [["bench", "loader", "--help"]])
+        + ":\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (argv, e.code)\n"
+        "    print('=== ok', *argv, flush=True)\n"
+        "import fastmix, fastmix.converters.catalog, fastmix.bench.bench_loader\n"
+        "import fastmix.configs, fastmix.evaluate.detectors, fastmix.config\n"
+        "print(json.dumps({m: sys.modules[m].__file__ for m in sorted(sys.modules)\n"
+        "                  if m == 'fastmix' or m.startswith('fastmix.')}))\n"
+        "print(json.dumps([str(p) for p in fastmix.config.PRESETS.iterdir()]))\n"
+    )
     r = installed.python("-c", code)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = r.stdout.splitlines()
@@ -159,13 +192,26 @@ def test_smoke_training_runs_from_the_installed_wheel(installed, data_dir):
     the preset is package data, found with importlib.resources. The module runs as ``-m``
     does (``runpy``), after printing where ``fastmix`` was imported from."""
     out = installed.work / "runs"
-    argv = ["fastmix", "train", "--config", "smoke", "--variant", "base", "--data",
-            str(data_dir), "--out", str(out), "--no-progress"]
-    code = ("import runpy, sys\n"
-            "import fastmix\n"
-            "print('fastmix from', fastmix.__file__, flush=True)\n"
-            f"sys.argv = {argv!r}\n"
-            "runpy.run_module('fastmix', run_name='__main__', alter_sys=True)\n")
+    argv = [
+        "fastmix",
+        "train",
+        "--config",
+        "smoke",
+        "--variant",
+        "base",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    code = (
+        "import runpy, sys\n"
+        "import fastmix\n"
+        "print('fastmix from', fastmix.__file__, flush=True)\n"
+        f"sys.argv = {argv!r}\n"
+        "runpy.run_module('fastmix', run_name='__main__', alter_sys=True)\n"
+    )
     r = installed.python("-c", code, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     where = Path(r.stdout.splitlines()[0].removeprefix("fastmix from "))
