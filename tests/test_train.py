@@ -49,24 +49,28 @@ def _steps(run_dir):
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_each_variant_trains_and_checkpoints(variant, data_dir, tmp_path):
-    cfg = _cfg(variant, data_dir, "train.max_steps=30", "train.log_every=3", "train.lr=0.05")
-    result = train(cfg, tmp_path / variant, progress=False)
-    assert result.steps == 30
-    losses = _steps(tmp_path / variant)
-    assert len(losses) == 10 and all(torch.isfinite(torch.tensor(losses)))
-    assert min(losses[-3:]) < losses[0]  # it learns
-    model, saved = load_run(tmp_path / variant)
-    assert saved["augment"] == cfg["augment"] and saved["oe"] == cfg["oe"]
-    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    with open(tmp_path / variant / "metrics.csv", newline="") as f:
-        row = list(csv.DictReader(f))[-1]
-    assert float(row["val_acc"]) == pytest.approx(result.final_val_acc)
-    if variant.endswith("_oe"):
-        assert float(row["train_oe"]) > 0
-        assert float(row["total_images_per_s"]) == pytest.approx(
-            2 * float(row["images_per_s"]), rel=0.01)
+def test_every_variant_trains_and_checkpoints(data_dir, tmp_path):
+    """The six variants in one job (one stream): each learns, logs, checkpoints and reloads."""
+    from fastmix.train.trainer import RunRequest, train_runs
+
+    cfgs = {v: _cfg(v, data_dir, "train.max_steps=30", "train.log_every=3", "train.lr=0.05")
+            for v in VARIANTS}
+    results = train_runs([RunRequest(c, tmp_path / v) for v, c in cfgs.items()], progress=False)
+    for (variant, cfg), result in zip(cfgs.items(), results, strict=True):
+        assert result.steps == 30 and result.variant == variant
+        losses = _steps(tmp_path / variant)
+        assert len(losses) == 10 and all(torch.isfinite(torch.tensor(losses)))
+        assert min(losses[-3:]) < losses[0]  # it learns
+        model, saved = load_run(tmp_path / variant)
+        assert saved["augment"] == cfg["augment"] and saved["oe"] == cfg["oe"]
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        with open(tmp_path / variant / "metrics.csv", newline="") as f:
+            row = list(csv.DictReader(f))[-1]
+        assert float(row["val_acc"]) == pytest.approx(result.final_val_acc)
+        if variant.endswith("_oe"):
+            assert float(row["train_oe"]) > 0
+            assert float(row["total_images_per_s"]) == pytest.approx(
+                2 * float(row["images_per_s"]), rel=0.01)
 
 
 def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_path):
