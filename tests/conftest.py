@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -126,3 +127,19 @@ def run_python(code: str, *args: str, jit: bool = True, timeout: float = 300) ->
     env = dict(os.environ, NUMBA_DISABLE_JIT="0" if jit else "1")
     subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code, *args], cwd=REPO,
                    env=env, check=True, timeout=timeout)  # fmt: skip
+
+
+def link_betons(data_dir: Path, dst: Path, names: tuple[str, ...]) -> Path:
+    """A data folder ``dst`` with the betons ``names`` of ``data_dir`` only (hard links, and
+    their manifest entries), so an evaluation there reads only those sets."""
+    dst.mkdir()
+    from fastmix.converters.build import MANIFEST
+
+    manifest = json.loads((data_dir / MANIFEST).read_text())
+    manifest["betons"] = {n: e for n, e in manifest["betons"].items() if n in names}
+    assert sorted(manifest["betons"]) == sorted(names)
+    for entry in manifest["betons"].values():
+        (dst / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+        os.link(data_dir / entry["file"], dst / entry["file"])
+    (dst / MANIFEST).write_text(json.dumps(manifest))
+    return dst

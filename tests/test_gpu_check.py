@@ -24,8 +24,7 @@ import torch
 from fastmix.bench.gpu_check import Check, Step, build_parser, markdown, run_timed
 
 from fastmix.config import VARIANTS
-from tests.conftest import REPO
-from tests.test_reliability_eval import link_betons
+from tests.conftest import REPO, link_betons
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 # Tiny trainings and evaluations for the rehearsal, on the betons they need and one OOD set.

@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastmix.converters.build import MANIFEST
 
 from fastmix.config import load_config
 from fastmix.files import TMP_MARK
 from fastmix.train.run_dir import FEATURES_FILE, LOGITS_FILE, RESULTS_FILE
 from fastmix.train.trainer import train
-from tests.conftest import kill_group, popen_logged
+from tests.conftest import kill_group, link_betons, popen_logged
 
 pytestmark = pytest.mark.slow
 
@@ -64,20 +63,6 @@ def _eval_cmd(run: Path, data: Path, seed: int) -> list[str]:
         str(seed),
         "--no-progress",
     ]
-
-
-def link_betons(data_dir: Path, dst: Path, names: tuple[str, ...]) -> Path:
-    """A data folder ``dst`` with the betons ``names`` of ``data_dir`` only (hard links, and
-    their manifest entries), so an evaluation there reads only those sets."""
-    dst.mkdir()
-    manifest = json.loads((data_dir / MANIFEST).read_text())
-    manifest["betons"] = {n: e for n, e in manifest["betons"].items() if n in names}
-    assert sorted(manifest["betons"]) == sorted(names)
-    for entry in manifest["betons"].values():
-        (dst / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
-        os.link(data_dir / entry["file"], dst / entry["file"])
-    (dst / MANIFEST).write_text(json.dumps(manifest))
-    return dst
 
 
 def _signal_group(proc: subprocess.Popen) -> int:
