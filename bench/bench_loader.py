@@ -42,12 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make fastmix, converters and bench importable
-    sys.path.insert(0, str(REPO))
-
 VARIANTS = ("none", "sp", "pixmix")
-DEFAULT_RAW = REPO.parent / "shared" / "data"
+DEFAULT_RAW = Path(os.environ.get("FASTMIX_RAW", "../shared/data"))  # relative to the cwd
 
 
 # ----------------------------------------------------------------------------- data
@@ -276,12 +272,11 @@ def first_batch_latency(beton: Path, bank_npy: Path, batch_size: int, threads: i
     out = {}
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         for name in ("cold", "warm"):
             res = subprocess.run(
                 [sys.executable, "-c", _LATENCY_CHILD, str(beton), str(bank_npy),
                  str(batch_size), str(threads)],
-                env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+                env=env, capture_output=True, text=True, timeout=600, check=True,
             )  # fmt: skip
             times = json.loads(res.stdout.strip().splitlines()[-1])
             out[name] = {k: round(v, 3) for k, v in times.items()}

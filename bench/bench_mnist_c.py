@@ -18,18 +18,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from fastmix.converters import mnist_c
+from fastmix.converters.idx import read_idx_images
 
-import numpy as np  # noqa: E402
-from fastmix.converters import mnist_c as mnist_c  # noqa: E402
-from fastmix.converters.idx import read_idx_images  # noqa: E402
-
-DEFAULT_RAW = ROOT / ".." / "shared" / "data" / "mnist"
+DEFAULT_RAW = Path(os.environ.get("FASTMIX_RAW", "../shared/data")) / "mnist"  # from the cwd
 
 
 def find_images(raw: Path) -> Path:
