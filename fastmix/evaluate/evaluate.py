@@ -34,7 +34,7 @@ from fastmix.evaluate.inference import predict, resolve_inference
 from fastmix.evaluate.posthoc import FEATURE_DTYPE, TRAIN_SUBSET, DetectorScores, run_detectors
 from fastmix.evaluate.results import CONVENTION, RESULTS_FORMAT, SCORE_TEXT, jsonable
 from fastmix.evaluate.scores import SCORES
-from fastmix.evaluate.sets import MNIST_C_CORRUPTIONS, MNIST_C_PREFIX, EvalSets, load_eval_sets
+from fastmix.evaluate.sets import EvalSets, corrupted_names, load_eval_sets
 from fastmix.files import atomic_write, remove_temporaries
 from fastmix.train.run_dir import EVAL_FILES, FEATURES_FILE, LOGITS_FILE, RESULTS_FILE
 from fastmix.train.run_dir import lock as run_lock
@@ -55,6 +55,7 @@ class _Plan:
     test: str
     val: str
     train: str
+    corrupted: list[str]  # the test set's -C sets (data.corrupted/<corruption>)
     ood: list[str]
     scores: list[str]  # eval.scores, in order
     logit_scores: dict[str, Callable[[np.ndarray], np.ndarray]]
@@ -90,6 +91,7 @@ def _plan(cfg: dict[str, Any]) -> _Plan:
                           f"{', '.join([*SCORES, *DETECTORS])}")
     test, val = cfg["data"]["test"], cfg["data"]["val"]
     return _Plan(test=test, val=val, train=cfg["data"]["train"],
+                 corrupted=corrupted_names(cfg["data"].get("corrupted", "mnist_c")),
                  ood=[n for n in ev["ood_sets"] if n not in (test, val)], scores=names,
                  logit_scores={s: SCORES[s] for s in names if s in SCORES},
                  detectors=[s for s in names if s in DETECTORS],
@@ -100,7 +102,7 @@ def _load_sets(plan: _Plan, data_dir: Path,
                sets_cache: dict[str, EvalSets] | None) -> EvalSets:
     """The sets of the plan, through the shared cache (the training set, optional, only when
     features are needed)."""
-    mc_names = [MNIST_C_PREFIX + c for c in MNIST_C_CORRUPTIONS]
+    mc_names = plan.corrupted
     train = [plan.train] if plan.needs_features else []
     key = str(data_dir.resolve()) if data_dir.is_dir() else str(data_dir)
     cache = sets_cache if sets_cache is not None else {}
@@ -114,7 +116,7 @@ def _infer(model: Any, sets: EvalSets, plan: _Plan, bs: int, device: str, precis
            desc: str, progress: bool) -> _Inferred:
     """Logits of test, validation, the available MNIST-C and OOD sets (with the features of
     test, validation and OOD when needed); class labels checked."""
-    mc_names = [MNIST_C_PREFIX + c for c in MNIST_C_CORRUPTIONS]
+    mc_names = plan.corrupted
     order = [plan.test, plan.val] + [n for n in (*mc_names, *plan.ood) if n in sets]
     with_features = {plan.test, plan.val, *plan.ood} if plan.needs_features else set()
     t0 = time.perf_counter()
@@ -177,7 +179,8 @@ def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, plan: _Plan, in
     test, val = plan.test, plan.val
     z, y = inf.logits, inf.labels
     clean = sections.clean_section(z, y, test, val)
-    mnist_c = sections.mnist_c_section(z, y, sets.manifest, clean["test_accuracy"])
+    mnist_c = sections.mnist_c_section(z, y, sets.manifest, clean["test_accuracy"],
+                                       cfg["data"].get("corrupted", "mnist_c"))
     scores = {n: {s: fn(z[n]) for s, fn in plan.logit_scores.items()}
               for n in [test, *plan.ood] if n in z}
     for n, by_det in det.scores.items():

@@ -15,8 +15,8 @@ from fastmix.evaluate.calibration import calibration_report, calibration_with_oo
 from fastmix.evaluate.metrics import error_detection_auroc, ood_metrics, ood_metrics_draws
 from fastmix.evaluate.sets import (
     MNIST_C_CORRUPTIONS,
-    MNIST_C_PREFIX,
     EvalSets,
+    corrupted_names,
     mnist_c_origin,
     seen_in_training,
 )
@@ -66,13 +66,14 @@ def clean_section(logits: Arrays, labels: Arrays, test: str, val: str) -> dict[s
 
 
 def mnist_c_section(logits: Arrays, labels: Arrays, manifest: dict[str, Any],
-                    test_accuracy: float) -> dict[str, Any]:
-    """Accuracy per MNIST-C corruption, the plain mean over the available ones, the drop from
-    clean accuracy, and where the corrupted images come from (Mu & Gilmer 2019)."""
-    names = [MNIST_C_PREFIX + c for c in MNIST_C_CORRUPTIONS]
+                    test_accuracy: float, prefix: str = "mnist_c") -> dict[str, Any]:
+    """Accuracy per corruption of the test set's -C set (``prefix``: MNIST-C, or the same 15
+    corruptions of another set), the plain mean over the available ones, the drop from clean
+    accuracy, and where the corrupted images come from (Mu & Gilmer 2019)."""
+    names = corrupted_names(prefix)
     avail = [n for n in names if n in logits]
-    per_c = {n[len(MNIST_C_PREFIX):]: accuracy(logits[n], labels[n]) for n in avail}
-    out: dict[str, Any] = {"available": bool(avail)}
+    per_c = {n[len(prefix) + 1:]: accuracy(logits[n], labels[n]) for n in avail}
+    out: dict[str, Any] = {"available": bool(avail), "set": prefix}
     if not avail:
         out.update(missing=list(MNIST_C_CORRUPTIONS), complete=False, n_corruptions=0,
                    origin=None, origin_label="not available")
@@ -206,9 +207,11 @@ def notes_section(cfg: dict[str, Any], mnist_c: dict[str, Any], ood: dict[str, A
     source families), MNIST-C provenance and completeness, sets not evaluated."""
     notes = []
     aug = cfg.get("augment", {})
+    c_set = cfg.get("data", {}).get("corrupted", "mnist_c")
+    c_title = {"mnist_c": "MNIST-C"}.get(c_set, f"{c_set.replace('_c', '').upper()}-C")
     if aug.get("kind") == "sp":
         notes.append(
-            f"S&P training (amount {aug.get('sp_amount')}) overlaps MNIST-C impulse_noise "
+            f"S&P training (amount {aug.get('sp_amount')}) overlaps {c_title} impulse_noise "
             "(salt-and-pepper, amount 0.17): impulse_noise is not a held-out corruption for "
             "this model.")
     if aug.get("kind") == "pixmix":
@@ -226,12 +229,12 @@ def notes_section(cfg: dict[str, Any], mnist_c: dict[str, Any], ood: dict[str, A
             + (f"Seen in training (not held-out OOD): {', '.join(seen)}." if seen
                else "No evaluated OOD set shares its family."))
     if mnist_c.get("available") and mnist_c.get("origin") != "official":
-        notes.append(f"MNIST-C is {mnist_c['origin_label']}: same corruptions and severities "
+        notes.append(f"{c_title} is {mnist_c['origin_label']}: same corruptions and severities "
                      "as the official files, not the same pixels; compare across fastmix runs.")
     if not mnist_c.get("available"):
-        notes.append("MNIST-C not available: build it with `fastmix convert` (mnist_c/*).")
+        notes.append(f"{c_title} not available: build it with `fastmix convert` ({c_set}/*).")
     elif mnist_c.get("missing"):
-        notes.append(f"MNIST-C incomplete: {len(mnist_c['missing'])} of 15 corruptions missing "
+        notes.append(f"{c_title} incomplete: {len(mnist_c['missing'])} of 15 corruptions missing "
                      f"({', '.join(mnist_c['missing'])}); the mean is over the available ones.")
     if unavailable:
         notes.append("Unavailable sets (not evaluated): " + "; ".join(

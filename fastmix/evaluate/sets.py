@@ -21,7 +21,8 @@ from fastmix.errors import DataError
 
 __all__ = [
     "MNIST_C_CORRUPTIONS",
-    "MNIST_C_PREFIX",
+    "corrupted_names",
+    "id_title",
     "EvalSets",
     "load_eval_sets",
     "mnist_c_origin",
@@ -29,7 +30,6 @@ __all__ = [
     "verify_sha256",
 ]
 
-MNIST_C_PREFIX = "mnist_c/"
 
 try:  # the generator's own list (same order); a fallback keeps evaluation importable alone
     from fastmix.converters.mnist_c import CORRUPTIONS as _CORRUPTIONS
@@ -40,6 +40,18 @@ except ImportError:  # pragma: no cover - only while converters/mnist_c.py is ab
         "canny_edges",
     )
 MNIST_C_CORRUPTIONS: tuple[str, ...] = tuple(_CORRUPTIONS)
+ID_TITLES = {"mnist_test": "MNIST", "fmnist_test": "Fashion-MNIST", "kmnist_test": "KMNIST",
+             "notmnist_test": "notMNIST"}
+
+
+def corrupted_names(prefix: str = "mnist_c") -> list[str]:
+    """The 15 corrupted betons of a -C set: ``<prefix>/<corruption>`` (MNIST-C's order)."""
+    return [f"{prefix}/{c}" for c in MNIST_C_CORRUPTIONS]
+
+
+def id_title(test_set: str) -> str:
+    """How reports name a study's in-distribution set (its test beton's family)."""
+    return ID_TITLES.get(test_set, test_set)
 
 # (resolved path, size, mtime_ns) -> sha256 of the file's bytes, for this process
 _DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -16,6 +16,7 @@ from fastmix.report.format import (
     agg,
     get,
     seen_any,
+    study_titles,
     title,
     vals,
 )
@@ -26,6 +27,7 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
     from fastmix.report import plots
 
     plot_dir = out_dir / "plots"
+    id_name, c_name = study_titles(groups)
     lines = ["## 6. Figures", ""]
     made: list[Path] = []
     # values over all runs
@@ -52,8 +54,8 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
             clean[title(v)] = (a[0], a[1])
     if mc:
         made.append(plots.plot_mnist_c_bars(mc, plot_dir / "mnist_c.png", clean=clean))
-        lines += ["MNIST-C accuracy per corruption (error bars: std over runs):", "",
-                  "![MNIST-C per corruption](plots/mnist_c.png)", ""]
+        lines += [f"{c_name} accuracy per corruption (error bars: std over runs):", "",
+                  f"![{c_name} per corruption](plots/mnist_c.png)", ""]
     # logits-based figures: the first run (lowest seed) of each variant
     first: dict[str, tuple[dict[str, Any], dict]] = {}
     missing = []
@@ -82,7 +84,7 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
                 entries[title(v)] = (z, y, float(r["calibration"]["temperature"]))
         if entries:
             made.append(plots.plot_reliability(entries, plot_dir / "reliability.png"))
-            lines += ["Reliability diagrams on MNIST test, before / after temperature scaling "
+            lines += [f"Reliability diagrams on {id_name} test, before / after temperature scaling "
                       "(first run of each variant):", "",
                       "![Reliability diagrams](plots/reliability.png)", ""]
     if missing:

@@ -92,3 +92,13 @@ def split_by_model(results: list[dict[str, Any]]) -> dict[str, list[dict[str, An
     for r in results:
         out.setdefault(model_tag(r), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: -len(kv[1])))
+
+
+def study_titles(groups: Groups) -> tuple[str, str]:
+    """(in-distribution title, -C title) of the report's main runs, e.g. ("MNIST", "MNIST-C")
+    or ("Fashion-MNIST", "Fashion-MNIST-C")."""
+    from fastmix.evaluate.sets import id_title
+
+    r = next((r for runs in groups.values() for r in runs), {})
+    name = id_title(get(r, "clean", "test_set") or "mnist_test")
+    return name, f"{name}-C"

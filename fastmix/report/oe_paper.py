@@ -51,7 +51,8 @@ def _paper(row: tuple[float, float, float]) -> str:
 
 def oe_paper_section(results: list[dict[str, Any]]) -> list[str]:
     """The comparison table, one column pair per model with base (and base_oe) runs."""
-    by_model = {tag: runs for tag, runs in split_by_model(results).items()
+    mnist = [r for r in results if get(r, "clean", "test_set") == "mnist_test"]
+    by_model = {tag: runs for tag, runs in split_by_model(mnist).items()
                 if any(r.get("variant") == "base" for r in runs)}
     if not by_model:
         return []

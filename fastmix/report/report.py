@@ -27,7 +27,16 @@ from fastmix.report.ablation import ablation_section
 from fastmix.report.calibration import calibration_section, error_detection_section
 from fastmix.report.detectors import detector_section
 from fastmix.report.figures import figures_section
-from fastmix.report.format import PM, Groups, get, group_by_variant, split_by_model, table, title
+from fastmix.report.format import (
+    PM,
+    Groups,
+    get,
+    group_by_variant,
+    split_by_model,
+    study_titles,
+    table,
+    title,
+)
 from fastmix.report.oe_paper import oe_paper_section
 from fastmix.report.ood import ood_section
 from fastmix.report.robustness import robustness_section
@@ -37,7 +46,8 @@ __all__ = ["write_report"]
 
 
 def _header(groups: Groups, runs: list[tuple[Path, dict]]) -> list[str]:
-    lines = ["# fastmix report: MNIST robustness, OOD detection and calibration", "",
+    id_name, c_name = study_titles(groups)
+    lines = [f"# fastmix report: {id_name} robustness, OOD detection and calibration", "",
              f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from "
              f"{len(runs)} run(s) of {len(groups)} variant(s).", ""]
     lines += table(
@@ -63,7 +73,7 @@ def _header(groups: Groups, runs: list[tuple[Path, dict]]) -> list[str]:
               "Outlier Exposure source's (the seed report trained OE on Fashion-MNIST and tested "
               "on Fashion-MNIST: that number is not OOD generalisation). Everything else is "
               "*held out*.",
-              f"- MNIST-C: {'; '.join(origins)}. Score: accuracy per corruption and the plain "
+              f"- {c_name}: {'; '.join(origins)}. Score: accuracy per corruption and the plain "
               "mean over the 15 corruptions (Mu & Gilmer 2019).",
               f"- Calibration: {CONVENTION['calibration']}.",
               f"- `a {PM} b`: mean {PM} sample std over the runs (seeds) of a variant; a bare "

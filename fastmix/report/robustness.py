@@ -8,6 +8,7 @@ from fastmix.report.format import (
     Groups,
     fmt,
     get,
+    study_titles,
     table,
     title,
 )
@@ -15,13 +16,14 @@ from fastmix.report.format import (
 
 def robustness_section(groups: Groups) -> list[str]:
     variants = list(groups)
-    lines = ["## 2. MNIST-C accuracy per corruption (%)", ""]
+    id_name, c_name = study_titles(groups)
+    lines = [f"## 2. {c_name} accuracy per corruption (%)", ""]
     corr = [c for c in MNIST_C_CORRUPTIONS
             if any(get(r, "mnist_c", "per_corruption", c) is not None
                    for runs in groups.values() for r in runs)]
     if not corr:
-        return lines + ["MNIST-C not available: build it with `fastmix convert`.", ""]
-    rows = [["clean (MNIST test)", *[fmt(get(r, "clean", "test_accuracy") for r in groups[v])
+        return lines + [f"{c_name} not available: build it with `fastmix convert`.", ""]
+    rows = [[f"clean ({id_name} test)", *[fmt(get(r, "clean", "test_accuracy") for r in groups[v])
                                      for v in variants]]]
     for c in corr:
         cells = []
@@ -35,7 +37,7 @@ def robustness_section(groups: Groups) -> list[str]:
     rows.append(["drop from clean",
                  *[fmt(get(r, "mnist_c", "drop") for r in groups[v]) for v in variants]])
     lines += table(["corruption", *[title(v) for v in variants]], rows)
-    lines += ["† trained with salt-and-pepper noise: MNIST-C impulse_noise is salt-and-pepper "
+    lines += [f"† trained with salt-and-pepper noise: {c_name} impulse_noise is salt-and-pepper "
               "(amount 0.17), so that corruption was seen in training.", ""]
     if len(corr) < len(MNIST_C_CORRUPTIONS):
         missing = [c for c in MNIST_C_CORRUPTIONS if c not in corr]

@@ -12,6 +12,7 @@ from fastmix.report.format import (
     fmt,
     get,
     seen_any,
+    study_titles,
     table,
     title,
 )
@@ -46,6 +47,9 @@ _SCORE_TITLE = {"msp": "MSP", "xent": "xent"}
 
 
 def seed_report_section(groups: Groups) -> list[str]:
+    """The seed report's MNIST tables beside fastmix's (MNIST studies only)."""
+    if study_titles(groups)[0] != "MNIST":
+        return []
     ref = SEED_REPORT
     cols = list(VARIANT_ORDER)
     lines = ["## 1. The seed report's tables, with fastmix's numbers beside them", "",
