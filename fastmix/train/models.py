@@ -75,13 +75,30 @@ def sigmoid_gelu(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(1.702 * x) * x
 
 
+class Classifier(nn.Module):
+    """A penultimate feature extractor followed by one linear layer: subclasses define
+    ``forward_features`` and ``get_classifier``."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Linear:
+        raise NotImplementedError
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.get_classifier()(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()
     )
 
 
-class ConvNet(nn.Module):
+class ConvNet(Classifier):
     """BatchNorm CNN for 28x28 grayscale images (module docstring); ``flat_head`` swaps the
     global average pool for a flatten over the 7x7 map."""
 
@@ -104,17 +121,11 @@ class ConvNet(nn.Module):
         h = self.features((x - NORM_MEAN) / NORM_STD)
         return h.flatten(1) if self.flat_head else h.mean(dim=(2, 3))
 
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(feats)
-
     def get_classifier(self) -> nn.Linear:
         return self.head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
-
-class LeNet(nn.Module):
+class LeNet(Classifier):
     """Two 5x5 convolutions and a fully connected head (module docstring)."""
 
     def __init__(self, width: int = 16, num_classes: int = 10, hidden: int = 128,
@@ -133,17 +144,11 @@ class LeNet(nn.Module):
         x = F.gelu(F.max_pool2d(self.conv2(x), 2))
         return self.drop(F.gelu(self.fc1(x.flatten(1))))
 
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc2(feats)
-
     def get_classifier(self) -> nn.Linear:
         return self.fc2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
-
-class LeNetOE(nn.Module):
+class LeNetOE(Classifier):
     """The Outlier Exposure paper's MNIST ConvNet (module docstring), same parameter names."""
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -160,14 +165,8 @@ class LeNetOE(nn.Module):
         x = sigmoid_gelu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         return sigmoid_gelu(self.fc1(x.flatten(1)))
 
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc2(feats)
-
     def get_classifier(self) -> nn.Linear:
         return self.fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build_model(name: str = "convnet", width: int = 32, num_classes: int = 10) -> nn.Module:
