@@ -11,7 +11,7 @@ fails. A leftover temporary (the process was SIGKILLed mid-write) is never read 
 ``fork()``, so the FFCV writer's forked workers never hold it, and a SIGKILLed process releases
 it at once even while an orphaned worker is still finishing its temporary file. The lock file
 stays in the folder (deleting it on release would race with the next locker); it holds the pid
-of the last holder, for the message.
+and the command of the last holder, for the message.
 """
 
 from __future__ import annotations
@@ -90,12 +90,13 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
             if e.errno not in (errno.EACCES, errno.EAGAIN):
                 raise DataError(f"{path}: cannot lock ({e.strerror or e})") from None
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            pid, _, holder_what = holder.partition(" ")
             raise DataError(
-                f"{folder}: another {what} is writing this folder (process {holder}); wait for "
-                "it to finish, or use another folder"
+                f"{folder}: another {holder_what or what} is writing this folder (process "
+                f"{pid}); wait for it to finish, or use another folder"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
         yield path
     finally:
         os.close(fd)

@@ -312,7 +312,7 @@ def evaluate_run(
     if which not in ("best", "last"):
         raise ConfigError(f"which must be best or last, got {which!r}")
     device, precision = resolve_inference(device, precision)  # refuse a missing GPU first
-    with run_lock(run_dir):
+    with run_lock(run_dir, "fastmix eval"):
         remove_temporaries(run_dir, EVAL_FILES)  # of a killed evaluation: none is in progress
         return _evaluate_locked(run_dir, data_dir, sets_cache, seed, which, device, precision,
                                 batch_size, progress)

@@ -101,14 +101,15 @@ def cannot_create(run_dir: Path, e: OSError) -> ConfigError:
                        f"{e.filename}); choose a writable --out")
 
 
-def lock(run_dir: Path):
-    """Hold ``<run>/.lock`` (one training process per run directory; a second ``fastmix train``
-    or ``fastmix run`` on the same run is refused), creating the directory if needed."""
+def lock(run_dir: Path, what: str = "fastmix train"):
+    """Hold ``<run>/.lock``: one process writes a run directory at a time (a second training
+    or evaluation of the same run is refused, the message naming ``what`` and the holder's
+    pid), creating the directory if needed."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise cannot_create(run_dir, e) from None
-    return folder_lock(run_dir, "fastmix train")
+    return folder_lock(run_dir, what)
 
 
 def remove_leftovers(run_dir: Path) -> None:
