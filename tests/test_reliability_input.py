@@ -201,15 +201,15 @@ def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
 
 
 @contextlib.contextmanager
-def _lock_held_elsewhere(folder: Path):
-    """Another process holding ``folder``'s lock (``fastmix.files``) until the block ends,
-    when it is SIGKILLed (which frees the lock at once)."""
+def _lock_held_elsewhere(folder: Path, what: str):
+    """Another process holding ``folder``'s lock (``fastmix.files``) as ``what`` until the block
+    ends, when it is SIGKILLed (which frees the lock at once)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
          "from fastmix.files import folder_lock\n"
-         "with folder_lock(sys.argv[1], 'test'):\n"
+         "with folder_lock(sys.argv[1], sys.argv[2]):\n"
          "    print('locked', flush=True)\n"
-         "    time.sleep(120)\n", str(folder)],
+         "    time.sleep(120)\n", str(folder), what],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -226,7 +226,7 @@ def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
     is SIGKILLed the lock is free at once and the convert builds."""
     out = tmp_path / "out"
     out.mkdir()
-    with _lock_held_elsewhere(out) as holder:
+    with _lock_held_elsewhere(out, "fastmix convert") as holder:
         assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
         err = capsys.readouterr().err
         assert f"{out}: another fastmix convert is writing this folder (process {holder.pid})" in (
@@ -241,12 +241,12 @@ def test_a_second_training_of_one_run_directory_is_refused(tmp_path, capsys, dat
     another training of that run exits 2 naming the holder and writes nothing there."""
     run = tmp_path / "runs" / "base-s0"
     run.mkdir(parents=True)
-    with _lock_held_elsewhere(run) as holder:
+    with _lock_held_elsewhere(run, "fastmix eval") as holder:
         code = main(["train", "--variant", "base", "--config", "smoke", "--data", str(data_dir),
                      "--out", str(tmp_path / "runs"), "--no-progress"])
         assert code == 2
-        assert f"{run}: another fastmix train is writing this folder (process {holder.pid})" in (
-            capsys.readouterr().err)
+        assert f"{run}: another fastmix eval is writing this folder (process {holder.pid})" in (
+            capsys.readouterr().err)  # the holder's own command is named
         assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
