@@ -25,7 +25,7 @@ STAMP_DEPS  := $(VENV)/.stamp-deps
 help:
 	@echo "make run    - install, convert the data, train + evaluate all six models, write the report"
 	@echo "make test   - install and run the test suite"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make bench  - fastmix bench all"
 	@echo "make gpu-check - on a CUDA machine: CUDA tests, six models trained + evaluated (timed),"
 	@echo "                 bench train -> $(GPU_OUT)/gpu_check.{json,md} (exits 2 without a GPU)"
@@ -67,6 +67,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	@mkdir -p bench/out

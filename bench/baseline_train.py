@@ -25,19 +25,28 @@ from fastmix.train.oe import oe_loss
 from fastmix.train.schedule import lr_at
 
 
-def _dataset(kind: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray | None,
-             cfg: Config):
+def _dataset(
+    kind: str, images: np.ndarray, labels: np.ndarray, bank: np.ndarray | None, cfg: Config
+):
     a = cfg["augment"]
     if kind == "pixmix":
-        return PixMixBaseline(images, labels, bank, a["pixmix_k"], a["pixmix_beta"],
-                              float(a["pixmix_severity"]), a["pixmix_all_ops"])
+        return PixMixBaseline(
+            images,
+            labels,
+            bank,
+            a["pixmix_k"],
+            a["pixmix_beta"],
+            float(a["pixmix_severity"]),
+            a["pixmix_all_ops"],
+        )
     if kind == "sp":
         return SaltPepperBaseline(images, labels, a["sp_amount"])
     return PlainBaseline(images, labels)
 
 
-def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
-                   device: str | torch.device = "cpu") -> dict:
+def train_baseline(
+    cfg: Config, betons: dict[str, Path], workers: int = 2, device: str | torch.device = "cpu"
+) -> dict:
     """Train like the reference; return wall seconds, images/s and test accuracy.
 
     ``device``: where the model trains (the reference's ``.cuda()``; pinned batches there), so
@@ -52,19 +61,36 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
     t = cfg["train"]
     torch.manual_seed(t["seed"])
     gen = torch.Generator().manual_seed(t["seed"])
-    train_dl = DataLoader(_dataset(cfg["augment"]["kind"], x, y, bank, cfg),
-                          batch_size=t["batch_size"], shuffle=True, drop_last=True,
-                          num_workers=workers, generator=gen, persistent_workers=True,
-                          pin_memory=pin)
+    train_dl = DataLoader(
+        _dataset(cfg["augment"]["kind"], x, y, bank, cfg),
+        batch_size=t["batch_size"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        generator=gen,
+        persistent_workers=True,
+        pin_memory=pin,
+    )
     out_dl = None
     if cfg["oe"]["enabled"]:
         ox, oy = read_beton(betons["outlier"])
-        out_dl = DataLoader(PlainBaseline(ox, oy), batch_size=t["batch_size"] * cfg["oe"]["ratio"],
-                            shuffle=True, drop_last=True, num_workers=workers,
-                            persistent_workers=True, pin_memory=pin)
+        out_dl = DataLoader(
+            PlainBaseline(ox, oy),
+            batch_size=t["batch_size"] * cfg["oe"]["ratio"],
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=True,
+            pin_memory=pin,
+        )
     model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"],
-                          nesterov=True, weight_decay=t["weight_decay"])
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=t["lr"],
+        momentum=t["momentum"],
+        nesterov=True,
+        weight_decay=t["weight_decay"],
+    )
     torch.set_num_threads(len(usable_cores()))  # importing ffcv (read_beton) set it to 1
     total = t["epochs"] * len(train_dl)
     if t["max_steps"]:
@@ -77,8 +103,7 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
             if step >= total:
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, t["lr"], t["schedule"], t["warmup_frac"],
-                                t["lr_min"])
+                g["lr"] = lr_at(step, total, t["lr"], t["schedule"], t["warmup_frac"], t["lr_min"])
             n_in = xb.shape[0]
             if outs is not None:
                 try:
@@ -101,8 +126,17 @@ def train_baseline(cfg: Config, betons: dict[str, Path], workers: int = 2,
     tx, ty = read_beton(betons["test"])
     model.eval()
     with torch.inference_mode():
-        pred = torch.cat([model(torch.from_numpy(tx[i:i + 1000]).to(dev).float().div(255)
-                                .unsqueeze(1)).argmax(1).cpu()
-                          for i in range(0, len(tx), 1000)]).numpy()
-    return {"wall_s": time.perf_counter() - t_start, "train_s": t_train,
-            "images_per_s": seen / t_train, "test_acc": float((pred == ty).mean())}
+        pred = torch.cat(
+            [
+                model(torch.from_numpy(tx[i : i + 1000]).to(dev).float().div(255).unsqueeze(1))
+                .argmax(1)
+                .cpu()
+                for i in range(0, len(tx), 1000)
+            ]
+        ).numpy()
+    return {
+        "wall_s": time.perf_counter() - t_start,
+        "train_s": t_train,
+        "images_per_s": seen / t_train,
+        "test_acc": float((pred == ty).mean()),
+    }

@@ -386,8 +386,9 @@ def run_loader_bench(
         # Baseline loaders first, each warmed (its persistent worker processes forked) before any
         # Numba thread pool exists; then every variant's loaders run round by round.
         base_loaders = {
-            v: make_baseline_loader(v, images[:baseline_n], labels[:baseline_n], bank, batch_size,
-                                    baseline_workers)  # fmt: skip
+            v: make_baseline_loader(
+                v, images[:baseline_n], labels[:baseline_n], bank, batch_size, baseline_workers
+            )  # fmt: skip
             for v in variants
         }
         for loader in base_loaders.values():
@@ -460,9 +461,11 @@ def run_loader_bench(
         )
         machine = res.get("machine_scaling", {}).get(v)
         if machine:
-            extra += " (machine, same rounds: " + ", ".join(
-                f"{kind} loop {m['median']:.2f}x" for kind, m in machine.items()
-            ) + ")"
+            extra += (
+                " (machine, same rounds: "
+                + ", ".join(f"{kind} loop {m['median']:.2f}x" for kind, m in machine.items())
+                + ")"
+            )
         eff = res["cpu_efficiency_vs_baseline"][v]
         log(
             f"{v:7s}: fastmix / baseline {s:.1f}x [{lo:.1f}-{hi:.1f}] wall-clock, "

@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_corruption_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
         "total_s": round(statistics.median(totals), 3),
         "total_min_s": round(min(totals), 3),
-        "images_per_s": round(len(images) * len(mnist_c.CORRUPTIONS)
-                              / statistics.median(totals)),
+        "images_per_s": round(len(images) * len(mnist_c.CORRUPTIONS) / statistics.median(totals)),
     }
     if args.preview is not None:
         result["preview"] = str(mnist_c.preview_png(images[:8], args.preview, seed=args.seed))
@@ -84,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"MNIST-C regeneration, {result['n_images']} images, median of {result['repeats']} "
-          f"pass(es), {result['cpu_count']} cores, generator {result['generator_version']}")
+    print(
+        f"MNIST-C regeneration, {result['n_images']} images, median of {result['repeats']} "
+        f"pass(es), {result['cpu_count']} cores, generator {result['generator_version']}"
+    )
     print(f"{'corruption':<15}{'seconds':>9}{'images/s':>11}")
     for name, sec in result["per_corruption_s"].items():
         rate = len(images) / sec if sec > 0 else float("inf")

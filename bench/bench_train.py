@@ -43,8 +43,12 @@ def _runs(preset: str, n: int, tmp: Path, extra: tuple[str, ...] = ()):
     runs, batch = [], None
     for i in range(n):
         cfg = load_config("base", [preset], ["train.log_every=1000000000", *extra])
-        rt = resolve_runtime(cfg["train"]["device"], cfg["train"]["precision"],
-                             cfg["train"]["channels_last"], cfg["train"]["compile"])
+        rt = resolve_runtime(
+            cfg["train"]["device"],
+            cfg["train"]["precision"],
+            cfg["train"]["channels_last"],
+            cfg["train"]["compile"],
+        )
         runs.append(Run(cfg, tmp / f"{preset}-{i}", rt, {}, 10**9, resume=False))
         batch = cfg["train"]["batch_size"]
     return runs, batch
@@ -54,8 +58,9 @@ def _step(run, x, y) -> None:
     run.train_step(x, y, None)
 
 
-def run_train_bench(models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, rounds: int = 3,
-                    log=print) -> dict:
+def run_train_bench(
+    models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, rounds: int = 3, log=print
+) -> dict:
     """Images/s of each model preset's training step, one run and six side by side."""
     from fastmix.train.models import count_params, flops_per_image
     from fastmix.train.trainer import Workers
@@ -71,7 +76,7 @@ def run_train_bench(models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, ro
             y = torch.randint(0, 10, (batch,), device=one[0].rt.device)
             setups[m] = (one, six, x, y, batch)
         for r in range(rounds + 1):  # round 0 warms up
-            for m in (models if r % 2 else models[::-1]):
+            for m in models if r % 2 else models[::-1]:
                 one, six, x, y, batch = setups[m]
                 for mode, runs in (("one", one), ("six", six)):
                     n = min(len(runs), cores) if runs[0].rt.device.type == "cpu" else 1
@@ -81,21 +86,28 @@ def run_train_bench(models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, ro
                         workers.map(_step, [(u, x, y) for u in runs])
                     _sync(runs[0].rt)
                     if r:
-                        rates[m][mode].append(steps * batch * len(runs)
-                                              / (time.perf_counter() - t0))
+                        rates[m][mode].append(
+                            steps * batch * len(runs) / (time.perf_counter() - t0)
+                        )
                     workers.close()
     out = {"cores": cores, "steps": steps, "rounds": rounds, "models": {}}
     for m in models:
         model = setups[m][0][0].model
-        row = {"batch": setups[m][4], "runtime": str(setups[m][0][0].rt),
-               "params": count_params(model), "flops_per_image": flops_per_image(model.cpu()),
-               "one_run_images_per_s": statistics.median(rates[m]["one"]),
-               "six_runs_images_per_s": statistics.median(rates[m]["six"]),
-               "rounds": rates[m]}
+        row = {
+            "batch": setups[m][4],
+            "runtime": str(setups[m][0][0].rt),
+            "params": count_params(model),
+            "flops_per_image": flops_per_image(model.cpu()),
+            "one_run_images_per_s": statistics.median(rates[m]["one"]),
+            "six_runs_images_per_s": statistics.median(rates[m]["six"]),
+            "rounds": rates[m],
+        }
         out["models"][m] = row
-        log(f"train {m:13s} {row['params']:>8,} params {row['flops_per_image'] / 1e6:6.2f} "
+        log(
+            f"train {m:13s} {row['params']:>8,} params {row['flops_per_image'] / 1e6:6.2f} "
             f"MFLOPs  one run {row['one_run_images_per_s']:>8,.0f} img/s, six runs "
-            f"{row['six_runs_images_per_s']:>8,.0f} img/s")
+            f"{row['six_runs_images_per_s']:>8,.0f} img/s"
+        )
     return out
 
 
@@ -141,8 +153,11 @@ def bench_compile(preset: str = "lenet", steps: int = 20) -> dict:
                 _sync(rt)
                 if i >= 3:
                     inf.append(time.perf_counter() - t)
-        out[mode] = {"train_ms": 1000 * statistics.median(times), "first_step_s": first,
-                     "infer_ms": 1000 * statistics.median(inf)}
+        out[mode] = {
+            "train_ms": 1000 * statistics.median(times),
+            "first_step_s": first,
+            "infer_ms": 1000 * statistics.median(inf),
+        }
     out["train_speedup"] = out["eager"]["train_ms"] / out["compiled"]["train_ms"]
     out["infer_speedup"] = out["eager"]["infer_ms"] / out["compiled"]["infer_ms"]
     return out
@@ -156,9 +171,13 @@ def _test_accuracy(run_dir: Path, test: tuple) -> float:
     return accuracy(model, test[0], test[1], resolve_runtime("cpu", "fp32", "off"))
 
 
-def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
-                  presets: tuple[str, ...] = (), reference_steps: int = 0,
-                  log=print) -> dict:
+def run_e2e_bench(
+    data_dir: str | Path,
+    variants: tuple[str, ...] = VARIANTS,
+    presets: tuple[str, ...] = (),
+    reference_steps: int = 0,
+    log=print,
+) -> dict:
     """All ``variants`` the fastmix way (default settings plus ``presets``) and the reference
     way (``oe_paper``), one after the other in this process: wall times, ratio, accuracies.
     ``reference_steps`` > 0 stops each reference run after that many steps (smoke tests only;
@@ -171,20 +190,28 @@ def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
 
     data_dir = Path(data_dir)
     test = read_beton(data_dir / "mnist_test.beton")
-    res: dict = {"variants": list(variants), "presets": list(presets), "fastmix": {},
-                 "reference": {}}
+    res: dict = {
+        "variants": list(variants),
+        "presets": list(presets),
+        "fastmix": {},
+        "reference": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        cfgs = [load_config(v, list(presets), [{"data": {"dir": str(data_dir)}}])
-                for v in variants]
+        cfgs = [load_config(v, list(presets), [{"data": {"dir": str(data_dir)}}]) for v in variants]
         t0 = time.perf_counter()
-        train_runs([RunRequest(c, Path(tmp) / v) for c, v in zip(cfgs, variants, strict=True)],
-                   progress=False, log=log)
+        train_runs(
+            [RunRequest(c, Path(tmp) / v) for c, v in zip(cfgs, variants, strict=True)],
+            progress=False,
+            log=log,
+        )
         res["fastmix"]["wall_s"] = time.perf_counter() - t0
         res["fastmix"]["test_acc"] = {v: _test_accuracy(Path(tmp) / v, test) for v in variants}
         res["fastmix"]["epochs"] = cfgs[0]["train"]["epochs"]
         res["fastmix"]["model"] = cfgs[0]["model"]["name"]
-    log(f"e2e fastmix  {len(variants)} runs: {res['fastmix']['wall_s']:7.1f} s  "
-        f"{res['fastmix']['test_acc']}")
+    log(
+        f"e2e fastmix  {len(variants)} runs: {res['fastmix']['wall_s']:7.1f} s  "
+        f"{res['fastmix']['test_acc']}"
+    )
     extra = [{"train": {"max_steps": reference_steps}}] if reference_steps else []
     res["reference"]["max_steps"] = reference_steps
     res["reference"].update(wall_s=0.0, test_acc={}, per_variant_s={})
@@ -199,7 +226,9 @@ def run_e2e_bench(data_dir: str | Path, variants: tuple[str, ...] = VARIANTS,
         res["reference"]["epochs"] = cfg["train"]["epochs"]
         log(f"e2e reference {v:10s} {r['wall_s']:7.1f} s  test acc {r['test_acc']:.4f}")
     res["ratio"] = res["reference"]["wall_s"] / res["fastmix"]["wall_s"]
-    log(f"e2e: fastmix {res['fastmix']['wall_s']:.1f} s, reference way "
+    log(
+        f"e2e: fastmix {res['fastmix']['wall_s']:.1f} s, reference way "
         f"{res['reference']['wall_s']:.1f} s ({res['reference']['epochs']} epochs): "
-        f"{res['ratio']:.2f}x")
+        f"{res['ratio']:.2f}x"
+    )
     return res

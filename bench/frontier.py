@@ -24,8 +24,14 @@ import numpy as np
 
 from fastmix.files import atomic_write
 
-HELD_OUT = ("notmnist_test", "omniglot", "gaussian_noise", "bernoulli_noise", "uniform_noise",
-            "mnist_inverted")
+HELD_OUT = (
+    "notmnist_test",
+    "omniglot",
+    "gaussian_noise",
+    "bernoulli_noise",
+    "uniform_noise",
+    "mnist_inverted",
+)
 FLOORS = (  # in priority order: (name, variant, metric, floor)
     ("base clean >= 99.4%", "base", "clean", 0.994),
     ("base Fashion-MNIST MSP AUROC >= 99.3", "base", "fmnist", 0.993),
@@ -42,10 +48,13 @@ def _metrics(r: dict[str, Any]) -> dict[str, float | None]:
         return None if e is None else e["full"]["msp"]["auroc"]
 
     held = [auroc(n) for n in HELD_OUT]
-    return {"clean": r["clean"]["test_accuracy"], "mnist_c": (r.get("mnist_c") or {}).get("mean"),
-            "fmnist": auroc("fmnist_test"),
-            "held_out": float(np.mean(held)) if all(h is not None for h in held) else None,
-            **{n: auroc(n) for n in HELD_OUT}}
+    return {
+        "clean": r["clean"]["test_accuracy"],
+        "mnist_c": (r.get("mnist_c") or {}).get("mean"),
+        "fmnist": auroc("fmnist_test"),
+        "held_out": float(np.mean(held)) if all(h is not None for h in held) else None,
+        **{n: auroc(n) for n in HELD_OUT},
+    }
 
 
 def collect(study: Path) -> dict[str, dict[str, list[dict[str, float | None]]]]:
@@ -84,22 +93,36 @@ def frontier(root: Path, train_bench: dict | None, reference: Path | None) -> di
         for name, variant, key, floor in FLOORS:
             bar = floor if floor is not None else (ref_held[0] if ref_held else None)
             got = _ms(m["runs"].get(variant, []), key)
-            checks.append({"floor": name, "value": got[0] if got else None, "bar": bar,
-                           "met": bool(got and bar is not None and got[0] >= bar)})
+            checks.append(
+                {
+                    "floor": name,
+                    "value": got[0] if got else None,
+                    "bar": bar,
+                    "met": bool(got and bar is not None and got[0] >= bar),
+                }
+            )
         m["checks"] = checks
     order = sorted(models, key=lambda k: -(models[k]["cost"].get("six_runs_images_per_s") or 0))
     meets = [k for k in order if all(c["met"] for c in models[k]["checks"])]
-    choice = meets[0] if meets else max(models, key=lambda k: [c["met"] for c in
-                                                                 models[k]["checks"]])
-    return {"models": models, "reference": {"path": str(reference) if reference else None,
-                                            "base_held_out": ref_held},
-            "cheapest_first": order, "meets_all": meets, "choice": choice}
+    choice = (
+        meets[0] if meets else max(models, key=lambda k: [c["met"] for c in models[k]["checks"]])
+    )
+    return {
+        "models": models,
+        "reference": {"path": str(reference) if reference else None, "base_held_out": ref_held},
+        "cheapest_first": order,
+        "meets_all": meets,
+        "choice": choice,
+    }
 
 
 def markdown(f: dict) -> str:
-    lines = ["| model | params | MFLOPs/img | train img/s (six runs) | base clean | pixmix clean "
-             "| base MNIST-C | pixmix MNIST-C | base FMNIST AUROC | base held-out AUROC | "
-             "pixmix held-out AUROC | floors met |", "|" + "---|" * 12]
+    lines = [
+        "| model | params | MFLOPs/img | train img/s (six runs) | base clean | pixmix clean "
+        "| base MNIST-C | pixmix MNIST-C | base FMNIST AUROC | base held-out AUROC | "
+        "pixmix held-out AUROC | floors met |",
+        "|" + "---|" * 12,
+    ]
     for k in f["cheapest_first"]:
         m = f["models"][k]
         c, r = m["cost"], m["runs"]
@@ -110,16 +133,28 @@ def markdown(f: dict) -> str:
             f"{_cell(r.get('pixmix'), 'clean')} | {_cell(r.get('base'), 'mnist_c')} | "
             f"{_cell(r.get('pixmix'), 'mnist_c')} | {_cell(r.get('base'), 'fmnist')} | "
             f"{_cell(r.get('base'), 'held_out')} | {_cell(r.get('pixmix'), 'held_out')} | "
-            f"{met}/{len(m['checks'])} |")
-    lines += ["", "Per held-out set, base, MSP AUROC:", "",
-              "| model | " + " | ".join(HELD_OUT) + " |", "|" + "---|" * (len(HELD_OUT) + 1)]
+            f"{met}/{len(m['checks'])} |"
+        )
+    lines += [
+        "",
+        "Per held-out set, base, MSP AUROC:",
+        "",
+        "| model | " + " | ".join(HELD_OUT) + " |",
+        "|" + "---|" * (len(HELD_OUT) + 1),
+    ]
     for k in f["cheapest_first"]:
-        lines.append(f"| {k} | " + " | ".join(_cell(f["models"][k]["runs"].get("base"), n)
-                                               for n in HELD_OUT) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(_cell(f["models"][k]["runs"].get("base"), n) for n in HELD_OUT)
+            + " |"
+        )
     ref = f["reference"]["base_held_out"]
-    lines += ["", f"oe_paper preset, base, held-out mean MSP AUROC: "
-              f"{'–' if not ref else f'{100 * ref[0]:.2f} ± {100 * ref[1]:.2f}'}",
-              f"Meets every floor: {', '.join(f['meets_all']) or 'none'}; choice: {f['choice']}."]
+    lines += [
+        "",
+        f"oe_paper preset, base, held-out mean MSP AUROC: "
+        f"{'–' if not ref else f'{100 * ref[0]:.2f} ± {100 * ref[1]:.2f}'}",
+        f"Meets every floor: {', '.join(f['meets_all']) or 'none'}; choice: {f['choice']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -129,8 +164,11 @@ def plot(f: dict, path: Path) -> Path:
 
     fig = Figure(figsize=(11, 3.4))
     FigureCanvasAgg(fig)
-    panels = (("clean", "clean accuracy (%)"), ("mnist_c", "MNIST-C mean (%)"),
-              ("held_out", "held-out MSP AUROC (%)"))
+    panels = (
+        ("clean", "clean accuracy (%)"),
+        ("mnist_c", "MNIST-C mean (%)"),
+        ("held_out", "held-out MSP AUROC (%)"),
+    )
     for i, (key, label) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         for variant, marker in (("base", "o"), ("pixmix", "s")):
@@ -138,10 +176,17 @@ def plot(f: dict, path: Path) -> Path:
                 a = _ms(m["runs"].get(variant, []), key)
                 cost = m["cost"].get("six_runs_images_per_s")
                 if a and cost:
-                    ax.errorbar(cost, 100 * a[0], yerr=100 * a[1], fmt=marker, capsize=3,
-                                label=f"{k} {variant}")
-                    ax.annotate(k, (cost, 100 * a[0]), fontsize=6, xytext=(3, 3),
-                                textcoords="offset points")
+                    ax.errorbar(
+                        cost,
+                        100 * a[0],
+                        yerr=100 * a[1],
+                        fmt=marker,
+                        capsize=3,
+                        label=f"{k} {variant}",
+                    )
+                    ax.annotate(
+                        k, (cost, 100 * a[0]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("training images/s, six runs (log)", fontsize=8)
         ax.set_ylabel(label, fontsize=8)

@@ -137,8 +137,13 @@ def convert(
         return _convert_locked(catalog, names, out, resolver, progress)
 
 
-def _convert_locked(catalog: dict[str, DatasetSpec], names: list[str], out: Path,
-                    resolver: SourceResolver, progress: bool) -> ConvertResult:
+def _convert_locked(
+    catalog: dict[str, DatasetSpec],
+    names: list[str],
+    out: Path,
+    resolver: SourceResolver,
+    progress: bool,
+) -> ConvertResult:
     clean_stale_temporaries(out)
     manifest = load_manifest(out)
     ctx = BuildContext(resolver)

@@ -94,22 +94,32 @@ class DatasetSpec:
         old = entry.get("version")
         if old != self.version:
             return f"spec version {old} -> {self.version}" + (
-                f": {self.changes}" if self.changes else "")
+                f": {self.changes}" if self.changes else ""
+            )
         was = entry.get("params")
         now = json.loads(json.dumps(self.params))  # as the manifest stores it
         if isinstance(was, dict) and was != now:
-            diffs = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted({*was, *now})
-                     if was.get(k) != now.get(k)]
+            diffs = [
+                f"{k} {was.get(k)!r} -> {now.get(k)!r}"
+                for k in sorted({*was, *now})
+                if was.get(k) != now.get(k)
+            ]
             return "parameters changed: " + ", ".join(diffs)
         return "the expected source checksums changed"
 
     def path(self, out_dir: str | Path) -> Path:
         """``<out_dir>/<name>.beton``; DataError for a name that would land outside out_dir."""
         parts = self.name.split("/")
-        if (not self.name or "\\" in self.name or "\0" in self.name
-                or any(part in ("", ".", "..") for part in parts)):
-            raise DataError(f"beton name {self.name!r} is not a relative path inside the "
-                            "output folder (no '..', '.', empty parts, '\\' or leading '/')")
+        if (
+            not self.name
+            or "\\" in self.name
+            or "\0" in self.name
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise DataError(
+                f"beton name {self.name!r} is not a relative path inside the "
+                "output folder (no '..', '.', empty parts, '\\' or leading '/')"
+            )
         return Path(out_dir) / f"{self.name}.beton"
 
 
@@ -194,8 +204,9 @@ def split_builder(files: list[RawFile], which: str) -> Callable[[BuildContext], 
 
     def build(ctx: BuildContext) -> Built:
         full = ctx.idx_pair(files, "train")
-        tr, va = ctx.memo(("split", files[0].dataset),
-                          lambda: stratified_split(full.labels, VAL_SIZE, SPLIT_SEED))
+        tr, va = ctx.memo(
+            ("split", files[0].dataset), lambda: stratified_split(full.labels, VAL_SIZE, SPLIT_SEED)
+        )
         idx = tr if which == "train" else va
         return Built(full.images[idx], full.labels[idx], full.sources, {"indices_of": "train"})
 
@@ -213,16 +224,23 @@ def _omniglot(ctx: BuildContext) -> Built:
         used = src.OMNIGLOT_SMALL
     images = read_omniglot_zips([paths[f.name] for f in used])
     sums = {f"{f.dataset}/{f.name}": f.md5_content for f in used}
-    return Built(images, np.full(len(images), -1, np.int64), sums,
-                 {"variant": "full" if used is src.OMNIGLOT_FULL else "small"})
+    return Built(
+        images,
+        np.full(len(images), -1, np.int64),
+        sums,
+        {"variant": "full" if used is src.OMNIGLOT_FULL else "small"},
+    )
 
 
 def _synthetic(kind: str, n: int, seed: int) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
         from fastmix.converters import synthetic
 
-        fn = {"gaussian": synthetic.gaussian_noise, "bernoulli": synthetic.bernoulli_noise,
-              "uniform": synthetic.uniform_noise}[kind]
+        fn = {
+            "gaussian": synthetic.gaussian_noise,
+            "bernoulli": synthetic.bernoulli_noise,
+            "uniform": synthetic.uniform_noise,
+        }[kind]
         images = fn(n, seed)
         return Built(images, np.full(n, -1, np.int64))
 
@@ -253,8 +271,9 @@ def _fractals(
     return build
 
 
-def _corrupted(base: str, corruption: str, seed: int, official: str | None,
-               split: str) -> Callable[[BuildContext], Built]:
+def _corrupted(
+    base: str, corruption: str, seed: int, official: str | None, split: str
+) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
         from fastmix.converters import mnist_c
 
@@ -263,8 +282,12 @@ def _corrupted(base: str, corruption: str, seed: int, official: str | None,
             return Built(images, labels, {}, {"origin": "official", "path": str(official)})
         clean = ctx.memo(("base", base), lambda: CLEAN_BASES[base].builder(ctx))
         images = mnist_c.corrupt(clean.images, corruption, seed)
-        meta = {"origin": "regenerated", "generator_version": mnist_c.GENERATOR_VERSION,
-                "seed": seed, "base": base}
+        meta = {
+            "origin": "regenerated",
+            "generator_version": mnist_c.GENERATOR_VERSION,
+            "seed": seed,
+            "base": base,
+        }
         return Built(images, clean.labels, clean.sources, meta)
 
     return build
@@ -292,14 +315,27 @@ _LABELS_KEPT = "class labels kept instead of -1"
 CLEAN_BASES: dict[str, CleanBase] = {
     "mnist_test": CleanBase(idx_builder(src.MNIST, "t10k"), "mnist", tuple(src.MNIST)),
     "mnist_train_full": CleanBase(idx_builder(src.MNIST, "train"), "mnist", tuple(src.MNIST)),
-    "fmnist_test": CleanBase(idx_builder(src.FASHION_MNIST, "t10k"), "fashion-mnist",
-                             tuple(src.FASHION_MNIST), "2", _LABELS_KEPT),
-    "kmnist_test": CleanBase(idx_builder(src.KMNIST, "t10k"), "kmnist",
-                             tuple(f for f in src.KMNIST if f.name.startswith("t10k")), "2",
-                             _LABELS_KEPT),
-    "notmnist_test": CleanBase(idx_builder(src.NOTMNIST, "t10k"), "notmnist",
-                               tuple(src.NOTMNIST), "2",
-                               "letter labels A-J kept as 0-9 instead of -1"),
+    "fmnist_test": CleanBase(
+        idx_builder(src.FASHION_MNIST, "t10k"),
+        "fashion-mnist",
+        tuple(src.FASHION_MNIST),
+        "2",
+        _LABELS_KEPT,
+    ),
+    "kmnist_test": CleanBase(
+        idx_builder(src.KMNIST, "t10k"),
+        "kmnist",
+        tuple(f for f in src.KMNIST if f.name.startswith("t10k")),
+        "2",
+        _LABELS_KEPT,
+    ),
+    "notmnist_test": CleanBase(
+        idx_builder(src.NOTMNIST, "t10k"),
+        "notmnist",
+        tuple(src.NOTMNIST),
+        "2",
+        "letter labels A-J kept as 0-9 instead of -1",
+    ),
 }
 
 
@@ -334,58 +370,160 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
 
     def test_spec(name: str, description: str) -> DatasetSpec:
         base = CLEAN_BASES[name]
-        return DatasetSpec(name, "test", base.family, False, base.builder, {}, base.sources,
-                           base.version, description, base.changes)
+        return DatasetSpec(
+            name,
+            "test",
+            base.family,
+            False,
+            base.builder,
+            {},
+            base.sources,
+            base.version,
+            description,
+            base.changes,
+        )
 
     specs: list[DatasetSpec] = [
-        DatasetSpec("mnist_train", "train", "mnist", True, split_builder(src.MNIST, "train"),
-                    split_params, tuple(src.MNIST), "1",
-                    "MNIST training split (55,000), stratified"),
-        DatasetSpec("mnist_val", "val", "mnist", True, split_builder(src.MNIST, "val"),
-                    split_params, tuple(src.MNIST), "1",
-                    "MNIST validation split (5,000) held out from training"),
-        DatasetSpec("mnist_test", "test", "mnist", True, CLEAN_BASES["mnist_test"].builder, {},
-                    tuple(src.MNIST), "1", "MNIST official test set (10,000)"),
-        DatasetSpec("fmnist_train", "train", "fashion-mnist", False,
-                    split_builder(src.FASHION_MNIST, "train"), split_params,
-                    tuple(src.FASHION_MNIST), "2",
-                    "Fashion-MNIST training split (55,000), stratified",
-                    "class labels kept instead of -1; the stratified 55,000 of the official "
-                    "60,000 (the other 5,000 are fmnist_val)"),
-        DatasetSpec("fmnist_val", "val", "fashion-mnist", False,
-                    split_builder(src.FASHION_MNIST, "val"), split_params,
-                    tuple(src.FASHION_MNIST), "1",
-                    "Fashion-MNIST validation split (5,000) held out from fmnist_train"),
+        DatasetSpec(
+            "mnist_train",
+            "train",
+            "mnist",
+            True,
+            split_builder(src.MNIST, "train"),
+            split_params,
+            tuple(src.MNIST),
+            "1",
+            "MNIST training split (55,000), stratified",
+        ),
+        DatasetSpec(
+            "mnist_val",
+            "val",
+            "mnist",
+            True,
+            split_builder(src.MNIST, "val"),
+            split_params,
+            tuple(src.MNIST),
+            "1",
+            "MNIST validation split (5,000) held out from training",
+        ),
+        DatasetSpec(
+            "mnist_test",
+            "test",
+            "mnist",
+            True,
+            CLEAN_BASES["mnist_test"].builder,
+            {},
+            tuple(src.MNIST),
+            "1",
+            "MNIST official test set (10,000)",
+        ),
+        DatasetSpec(
+            "fmnist_train",
+            "train",
+            "fashion-mnist",
+            False,
+            split_builder(src.FASHION_MNIST, "train"),
+            split_params,
+            tuple(src.FASHION_MNIST),
+            "2",
+            "Fashion-MNIST training split (55,000), stratified",
+            "class labels kept instead of -1; the stratified 55,000 of the official "
+            "60,000 (the other 5,000 are fmnist_val)",
+        ),
+        DatasetSpec(
+            "fmnist_val",
+            "val",
+            "fashion-mnist",
+            False,
+            split_builder(src.FASHION_MNIST, "val"),
+            split_params,
+            tuple(src.FASHION_MNIST),
+            "1",
+            "Fashion-MNIST validation split (5,000) held out from fmnist_train",
+        ),
         test_spec("fmnist_test", "Fashion-MNIST official test set (10,000)"),
-        DatasetSpec("kmnist_train", "train", "kmnist", False, split_builder(src.KMNIST, "train"),
-                    split_params, kmnist_train, "1",
-                    "Kuzushiji-MNIST training split (55,000), stratified"),
-        DatasetSpec("kmnist_val", "val", "kmnist", False, split_builder(src.KMNIST, "val"),
-                    split_params, kmnist_train, "1",
-                    "Kuzushiji-MNIST validation split (5,000) held out from kmnist_train"),
+        DatasetSpec(
+            "kmnist_train",
+            "train",
+            "kmnist",
+            False,
+            split_builder(src.KMNIST, "train"),
+            split_params,
+            kmnist_train,
+            "1",
+            "Kuzushiji-MNIST training split (55,000), stratified",
+        ),
+        DatasetSpec(
+            "kmnist_val",
+            "val",
+            "kmnist",
+            False,
+            split_builder(src.KMNIST, "val"),
+            split_params,
+            kmnist_train,
+            "1",
+            "Kuzushiji-MNIST validation split (5,000) held out from kmnist_train",
+        ),
         test_spec("kmnist_test", "Kuzushiji-MNIST official test set (10,000)"),
         test_spec("notmnist_test", "notMNIST letters A-J as labels 0-9 (10,000)"),
-        DatasetSpec("omniglot", "unlabelled", "omniglot", False, _omniglot, {"size": 28},
-                    tuple(src.OMNIGLOT_SMALL), _version_of("fastmix.converters.omniglot"),
-                    "Omniglot characters, 28x28 white on black; no classes (label -1)"),
+        DatasetSpec(
+            "omniglot",
+            "unlabelled",
+            "omniglot",
+            False,
+            _omniglot,
+            {"size": 28},
+            tuple(src.OMNIGLOT_SMALL),
+            _version_of("fastmix.converters.omniglot"),
+            "Omniglot characters, 28x28 white on black; no classes (label -1)",
+        ),
     ]
     synth_version = _version_of("fastmix.converters.synthetic")
     for kind in ("gaussian", "bernoulli", "uniform"):
-        specs.append(DatasetSpec(
-            f"{kind}_noise", "unlabelled", f"{kind}-noise", False,
-            _synthetic(kind, SYNTHETIC_COUNT, o.synthetic_seed),
-            {"n": SYNTHETIC_COUNT, "seed": o.synthetic_seed}, (), synth_version,
-            f"{kind} noise images (10,000); no classes (label -1)"))
-    specs.append(DatasetSpec("mnist_inverted", "unlabelled", "mnist-inverted", False,
-                             _inverted_mnist, {}, tuple(src.MNIST), synth_version,
-                             "negative MNIST test, 255-x; no classes (label -1)"))
-    frac_params = ({"folder": str(o.fractal_folder), "size": o.fractal_size} if o.fractal_folder
-                   else {"n": o.fractal_count, "size": o.fractal_size, "seed": o.fractal_seed})
-    specs.append(DatasetSpec(
-        "fractals", "mixing", "fractals", True,
-        _fractals(o.fractal_count, o.fractal_size, o.fractal_seed, o.fractal_folder),
-        frac_params, (), _version_of("fastmix.converters.fractals"),
-        "grayscale IFS fractals, PixMix mixing pictures; no classes (label -1)"))
+        specs.append(
+            DatasetSpec(
+                f"{kind}_noise",
+                "unlabelled",
+                f"{kind}-noise",
+                False,
+                _synthetic(kind, SYNTHETIC_COUNT, o.synthetic_seed),
+                {"n": SYNTHETIC_COUNT, "seed": o.synthetic_seed},
+                (),
+                synth_version,
+                f"{kind} noise images (10,000); no classes (label -1)",
+            )
+        )
+    specs.append(
+        DatasetSpec(
+            "mnist_inverted",
+            "unlabelled",
+            "mnist-inverted",
+            False,
+            _inverted_mnist,
+            {},
+            tuple(src.MNIST),
+            synth_version,
+            "negative MNIST test, 255-x; no classes (label -1)",
+        )
+    )
+    frac_params = (
+        {"folder": str(o.fractal_folder), "size": o.fractal_size}
+        if o.fractal_folder
+        else {"n": o.fractal_count, "size": o.fractal_size, "seed": o.fractal_seed}
+    )
+    specs.append(
+        DatasetSpec(
+            "fractals",
+            "mixing",
+            "fractals",
+            True,
+            _fractals(o.fractal_count, o.fractal_size, o.fractal_seed, o.fractal_folder),
+            frac_params,
+            (),
+            _version_of("fastmix.converters.fractals"),
+            "grayscale IFS fractals, PixMix mixing pictures; no classes (label -1)",
+        )
+    )
     mc_version = _version_of("fastmix.converters.mnist_c")
     bases = [("mnist_test", "mnist_c", "test")]
     if o.mnist_c_train:
@@ -397,12 +535,25 @@ def build_catalog(opts: CatalogOptions | None = None) -> dict[str, DatasetSpec]:
         version = mc_version if clean.version == "1" else f"{mc_version}+base-{clean.version}"
         changes = f"{clean.changes}, like its base {base}" if clean.changes else ""
         for c in CORRUPTIONS:
-            params = ({"official": str(official), "split": split} if official
-                      else {"seed": o.mnist_c_seed, "base": base})
-            specs.append(DatasetSpec(
-                f"{prefix}/{c}", "corrupted", clean.family, False,
-                _corrupted(base, c, o.mnist_c_seed, official, split), params,
-                clean.sources, version, f"{c} corruption of {base}", changes))
+            params = (
+                {"official": str(official), "split": split}
+                if official
+                else {"seed": o.mnist_c_seed, "base": base}
+            )
+            specs.append(
+                DatasetSpec(
+                    f"{prefix}/{c}",
+                    "corrupted",
+                    clean.family,
+                    False,
+                    _corrupted(base, c, o.mnist_c_seed, official, split),
+                    params,
+                    clean.sources,
+                    version,
+                    f"{c} corruption of {base}",
+                    changes,
+                )
+            )
     return {s.name: s for s in specs}
 
 

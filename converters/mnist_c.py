@@ -323,8 +323,12 @@ def _bilinear_taps(m: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     fc, fr = cin - c0, rin - r0
     pad = SIZE + 2
     idx, wts = [], []
-    for drow, dcol, wt in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                           (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+    for drow, dcol, wt in (
+        (0, 0, (1 - fr) * (1 - fc)),
+        (0, 1, (1 - fr) * fc),
+        (1, 0, fr * (1 - fc)),
+        (1, 1, fr * fc),
+    ):
         rr = np.clip(r0 + drow, -1, SIZE) + 1  # -1 and SIZE land on the zero border
         cc = np.clip(c0 + dcol, -1, SIZE) + 1
         idx.append((rr * pad + cc).astype(np.intp).ravel())
@@ -402,6 +406,7 @@ def translate(x: np.ndarray, p: Params) -> np.ndarray:
     Mu & Gilmer 2019 (MNIST-C), reference ``corruptions.py::translate``
     (``AffineTransform(translation=[dx, dy])`` as an inverse map).
     """
+
     def matrix(sx: int, sy: int) -> np.ndarray:
         return np.array([[1.0, 0.0, TRANSLATE * sx], [0.0, 1.0, TRANSLATE * sy]])
 
@@ -437,6 +442,7 @@ def stripe(x: np.ndarray, p: Params | None = None) -> np.ndarray:
 # --- fog: plasma fractal ---------------------------------------------------------------------
 
 FOG_AMOUNT, FOG_DECAY, FOG_MAPSIZE = 3.0, 1.4, 256
+
 
 @njit(cache=True)
 def _plasma(key, m, decay, out):  # pragma: no cover - compiled (parity test uses py_func)
@@ -512,8 +518,9 @@ def _plasma_crops(keys, m, decay, size, out):  # pragma: no cover - compiled
                 out[b, i, j] = (buf[i, j] - lo) / span
 
 
-def plasma_fractal(keys: np.ndarray, mapsize: int = FOG_MAPSIZE, decay: float = FOG_DECAY,
-                   size: int = SIZE) -> np.ndarray:
+def plasma_fractal(
+    keys: np.ndarray, mapsize: int = FOG_MAPSIZE, decay: float = FOG_DECAY, size: int = SIZE
+) -> np.ndarray:
     """Top-left ``size x size`` crops of plasma fractals normalised to [0, 1] over the whole map.
 
     The reference's ``plasma_fractal`` (diamond-square after FLHerne/mapgen, used by
@@ -529,8 +536,7 @@ def plasma_fractal(keys: np.ndarray, mapsize: int = FOG_MAPSIZE, decay: float = 
 
 
 def _draw_keys(rng: np.random.Generator, c: int) -> Params:
-    return {"key": rng.integers(0, np.iinfo(np.uint64).max, size=c, dtype=np.uint64,
-                                endpoint=True)}
+    return {"key": rng.integers(0, np.iinfo(np.uint64).max, size=c, dtype=np.uint64, endpoint=True)}
 
 
 def fog(x: np.ndarray, p: Params) -> np.ndarray:
@@ -593,7 +599,7 @@ def line_profile(c0: float, r0: float, c1: float, r1: float) -> np.ndarray:
     d = np.minimum(np.abs(rows - (slope * (cols - c0) + r0)), 2.3 - 1e-10)
     v = np.clip(1.0 + np.log(1.0 - d / 2.3), 0.0, 1.0)
     v[:, : max(0, math.floor(c0))] = 0.0
-    v[:, max(0, math.ceil(c1)):] = 0.0
+    v[:, max(0, math.ceil(c1)) :] = 0.0
     return v
 
 
@@ -605,8 +611,9 @@ def _dotted_pattern(r0: int, r1: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _dotted_table() -> np.ndarray:
-    return np.stack([np.stack([_dotted_pattern(a, b) for b in range(SIZE - 1)])
-                     for a in range(SIZE - 1)]).astype(np.float32)
+    return np.stack(
+        [np.stack([_dotted_pattern(a, b) for b in range(SIZE - 1)]) for a in range(SIZE - 1)]
+    ).astype(np.float32)
 
 
 def _draw_rows(rng: np.random.Generator, c: int) -> Params:
@@ -668,8 +675,9 @@ def _zigzag_pattern(r0: int, dr: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _zigzag_table() -> np.ndarray:
-    return np.stack([np.stack([_zigzag_pattern(r0, int(dr)) for dr in _ZIGZAG_DR])
-                     for r0 in range(SIZE - 1)]).astype(np.float32)
+    return np.stack(
+        [np.stack([_zigzag_pattern(r0, int(dr)) for dr in _ZIGZAG_DR]) for r0 in range(SIZE - 1)]
+    ).astype(np.float32)
 
 
 def _draw_zigzag(rng: np.random.Generator, c: int) -> Params:
@@ -695,7 +703,7 @@ CANNY_SIGMA, CANNY_LOW, CANNY_HIGH = 1.0, 0.1, 0.2
 
 def _shift(a: np.ndarray, dr: int, dc: int) -> np.ndarray:
     """``a[:, r + dr, c + dc]`` for the interior pixels r, c in 1..26."""
-    return a[:, 1 + dr:SIZE - 1 + dr, 1 + dc:SIZE - 1 + dc]
+    return a[:, 1 + dr : SIZE - 1 + dr, 1 + dc : SIZE - 1 + dc]
 
 
 def canny_edges(x: np.ndarray, p: Params | None = None) -> np.ndarray:
@@ -713,10 +721,18 @@ def canny_edges(x: np.ndarray, p: Params | None = None) -> np.ndarray:
     xf = x.astype(np.float64) / 255.0
     norm = _gauss(np.ones((1, SIZE, SIZE)), CANNY_SIGMA, (1, 2), "constant")
     sm = _gauss(xf, CANNY_SIGMA, (1, 2), "constant") / (norm + np.finfo(float).eps)
-    gr = ndimage.correlate1d(ndimage.correlate1d(sm, [-1.0, 0.0, 1.0], axis=1, mode="reflect"),
-                             [1.0, 2.0, 1.0], axis=2, mode="reflect")
-    gc = ndimage.correlate1d(ndimage.correlate1d(sm, [-1.0, 0.0, 1.0], axis=2, mode="reflect"),
-                             [1.0, 2.0, 1.0], axis=1, mode="reflect")
+    gr = ndimage.correlate1d(
+        ndimage.correlate1d(sm, [-1.0, 0.0, 1.0], axis=1, mode="reflect"),
+        [1.0, 2.0, 1.0],
+        axis=2,
+        mode="reflect",
+    )
+    gc = ndimage.correlate1d(
+        ndimage.correlate1d(sm, [-1.0, 0.0, 1.0], axis=2, mode="reflect"),
+        [1.0, 2.0, 1.0],
+        axis=1,
+        mode="reflect",
+    )
     mag = np.hypot(gr, gc)
     inner = (slice(None), slice(1, -1), slice(1, -1))
     g_r, g_c, m = gr[inner], gc[inner], mag[inner]
@@ -785,8 +801,9 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     if not isinstance(images, np.ndarray):
         raise DataError(f"{what}: expected a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
-        raise DataError(f"{what}: expected uint8 (N, {SIZE}, {SIZE}), "
-                        f"got {images.dtype} {images.shape}")
+        raise DataError(
+            f"{what}: expected uint8 (N, {SIZE}, {SIZE}), got {images.dtype} {images.shape}"
+        )
     return np.ascontiguousarray(images)
 
 
@@ -835,8 +852,9 @@ def corrupt(images: np.ndarray, name: str, seed: int, *, start: int = 0) -> np.n
 # ------------------------------------------------------------------------- official data ---
 
 
-def _validate_pair(images: np.ndarray, labels: np.ndarray, img_name: str,
-                   lab_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _validate_pair(
+    images: np.ndarray, labels: np.ndarray, img_name: str, lab_name: str
+) -> tuple[np.ndarray, np.ndarray]:
     if images.dtype != np.uint8:
         raise DataError(f"{img_name}: images must be uint8, got {images.dtype}")
     if images.ndim == 4 and images.shape[3] == 1:
@@ -850,11 +868,9 @@ def _validate_pair(images: np.ndarray, labels: np.ndarray, img_name: str,
     if labels.dtype.kind not in "iu":
         raise DataError(f"{lab_name}: labels must be integers, got {labels.dtype}")
     if len(labels) != len(images):
-        raise DataError(f"{lab_name}: {len(labels)} labels but {img_name} has "
-                        f"{len(images)} images")
+        raise DataError(f"{lab_name}: {len(labels)} labels but {img_name} has {len(images)} images")
     if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{lab_name}: labels must lie in 0..9, got "
-                        f"{labels.min()}..{labels.max()}")
+        raise DataError(f"{lab_name}: labels must lie in 0..9, got {labels.min()}..{labels.max()}")
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
@@ -869,8 +885,9 @@ def _load_npy(data: bytes | Path, name: str) -> np.ndarray:
     return arr
 
 
-def load_official(path: str | os.PathLike, corruption: str,
-                  split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+def load_official(
+    path: str | os.PathLike, corruption: str, split: str = "test"
+) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 28, 28) and labels int64 (N,) of one split of the official MNIST-C.
 
     ``path`` is ``mnist_c.zip``, or a folder holding ``mnist_c/<corruption>/`` or directly
@@ -881,8 +898,9 @@ def load_official(path: str | os.PathLike, corruption: str,
     Official data: Mu & Gilmer 2019, Zenodo record 3239543.
     """
     if corruption not in OFFICIAL_NAMES:
-        raise ValueError(f"unknown MNIST-C corruption {corruption!r}; "
-                         f"valid: {', '.join(OFFICIAL_NAMES)}")
+        raise ValueError(
+            f"unknown MNIST-C corruption {corruption!r}; valid: {', '.join(OFFICIAL_NAMES)}"
+        )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(path)
@@ -904,11 +922,19 @@ def load_official(path: str | os.PathLike, corruption: str,
         try:
             with zipfile.ZipFile(root) as zf:
                 members = set(zf.namelist())
-                prefix = next((q for q in (f"mnist_c/{corruption}/", f"{corruption}/")
-                               if q + files[0] in members or q + files[1] in members), None)
+                prefix = next(
+                    (
+                        q
+                        for q in (f"mnist_c/{corruption}/", f"{corruption}/")
+                        if q + files[0] in members or q + files[1] in members
+                    ),
+                    None,
+                )
                 if prefix is None:
-                    raise DataError(f"{root}: no mnist_c/{corruption}/ or {corruption}/ "
-                                    f"{split} files in the zip")
+                    raise DataError(
+                        f"{root}: no mnist_c/{corruption}/ or {corruption}/ "
+                        f"{split} files in the zip"
+                    )
                 names = [f"{root}::{prefix}{f}" for f in files]
                 arrays = []
                 for f, nm in zip(files, names, strict=True):
@@ -925,8 +951,9 @@ def load_official(path: str | os.PathLike, corruption: str,
 # --------------------------------------------------------------------------------- preview ---
 
 
-def preview_png(images: np.ndarray, out_path: str | os.PathLike, seed: int,
-                n_cols: int = 8) -> Path:
+def preview_png(
+    images: np.ndarray, out_path: str | os.PathLike, seed: int, n_cols: int = 8
+) -> Path:
     """A PNG grid: row "clean" then one row per corruption, the same first ``n_cols`` digits in
     every row (Agg backend, written atomically by ``fastmix.files.atomic_write``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -942,8 +969,9 @@ def preview_png(images: np.ndarray, out_path: str | os.PathLike, seed: int,
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, imgs) in zip(axes, rows, strict=True):
         tiles = [np.pad(im, ((1, 1), (1, 1)), constant_values=128) for im in imgs]
-        ax.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=255,
-                  interpolation="nearest")
+        ax.imshow(
+            np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=255, interpolation="nearest"
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)

@@ -16,9 +16,14 @@ def read_spread(path: Path, n: int, count: int) -> np.ndarray:
     from ffcv.fields.decoders import NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
 
-    loader = Loader(str(path), batch_size=n, num_workers=1, order=OrderOption.SEQUENTIAL,
-                    indices=np.linspace(0, count - 1, n).astype(np.int64),
-                    pipelines={"image": [NDArrayDecoder()], "label": None})
+    loader = Loader(
+        str(path),
+        batch_size=n,
+        num_workers=1,
+        order=OrderOption.SEQUENTIAL,
+        indices=np.linspace(0, count - 1, n).astype(np.int64),
+        pipelines={"image": [NDArrayDecoder()], "label": None},
+    )
     for (x,) in loader:
         return np.array(x, copy=True)
     return np.zeros((0, 28, 28), np.uint8)
@@ -35,8 +40,9 @@ def write_preview(out_dir: str | os.PathLike, png: str | os.PathLike, n: int = 1
     out_dir, png = Path(out_dir), Path(png)
     entries = load_manifest(out_dir)["betons"]
     names = sorted(entries)
-    fig, axes = plt.subplots(len(names), 1, figsize=(n * 0.6 + 2.5, 0.7 * len(names) + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(n * 0.6 + 2.5, 0.7 * len(names) + 0.3), squeeze=False
+    )
     for ax, name in zip(axes[:, 0], names, strict=True):
         count = min(n, entries[name]["count"])
         path = manifest_beton_path(out_dir, name, entries[name])

@@ -108,16 +108,32 @@ NOTMNIST = _idx(
 )
 _OMNI_SMALL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 OMNIGLOT_SMALL = [
-    RawFile("omniglot", "images_background_small1.zip", "e704a628b5459e08445c13499850abc4",
-            urls=(f"{_OMNI_SMALL}/images_background_small1.zip",)),
-    RawFile("omniglot", "images_background_small2.zip", "b75a71a51d3b13f821f212756fe481fd",
-            urls=(f"{_OMNI_SMALL}/images_background_small2.zip",)),
+    RawFile(
+        "omniglot",
+        "images_background_small1.zip",
+        "e704a628b5459e08445c13499850abc4",
+        urls=(f"{_OMNI_SMALL}/images_background_small1.zip",),
+    ),
+    RawFile(
+        "omniglot",
+        "images_background_small2.zip",
+        "b75a71a51d3b13f821f212756fe481fd",
+        urls=(f"{_OMNI_SMALL}/images_background_small2.zip",),
+    ),
 ]
 OMNIGLOT_FULL = [
-    RawFile("omniglot", "images_background.zip", "68d2efa1b9178cc56df9314c21c6e718",
-            urls=(f"{_OMNI_SMALL}/images_background.zip",)),
-    RawFile("omniglot", "images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811",
-            urls=(f"{_OMNI_SMALL}/images_evaluation.zip",)),
+    RawFile(
+        "omniglot",
+        "images_background.zip",
+        "68d2efa1b9178cc56df9314c21c6e718",
+        urls=(f"{_OMNI_SMALL}/images_background.zip",),
+    ),
+    RawFile(
+        "omniglot",
+        "images_evaluation.zip",
+        "6b91aef0f799c5bb55b94e3f2daec811",
+        urls=(f"{_OMNI_SMALL}/images_evaluation.zip",),
+    ),
 ]
 
 SYSTEM_DIRS: dict[str, tuple[str, ...]] = {

@@ -46,8 +46,11 @@ def _read_toml(path: Path | Traversable) -> Config:
 
 def preset_names() -> list[str]:
     """The presets that ship with fastmix (every ``fastmix.configs/*.toml`` but the defaults)."""
-    return sorted(q.name[:-5] for q in PRESETS.iterdir()
-                  if q.name.endswith(".toml") and q.name != "default.toml")
+    return sorted(
+        q.name[:-5]
+        for q in PRESETS.iterdir()
+        if q.name.endswith(".toml") and q.name != "default.toml"
+    )
 
 
 def preset_path(name: str) -> Path | Traversable:
@@ -113,7 +116,7 @@ def parse_override(text: str) -> Config:
 def validate(cfg: Config) -> Config:
     """Reject impossible values with a message that says which key and why."""
     for section, values in cfg.items():
-        for key, value in (values.items() if isinstance(values, dict) else ()):
+        for key, value in values.items() if isinstance(values, dict) else ():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{section}.{key} must be a finite number, got {value}")
     t, a, o = cfg["train"], cfg["augment"], cfg["oe"]
@@ -129,8 +132,10 @@ def validate(cfg: Config) -> Config:
         (t["seed"] >= 0, "train.seed must be >= 0"),
         (t["log_every"] >= 1, "train.log_every must be >= 1"),
         (t["ckpt_every"] >= 0, "train.ckpt_every must be >= 0"),
-        (t["device"] in ("auto", "cpu", "cuda") or t["device"].startswith("cuda:"),
-         "train.device must be auto, cpu or cuda[:N]"),
+        (
+            t["device"] in ("auto", "cpu", "cuda") or t["device"].startswith("cuda:"),
+            "train.device must be auto, cpu or cuda[:N]",
+        ),
         (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
         (t["channels_last"] in ("auto", "on", "off"), "train.channels_last must be auto/on/off"),
         (t["compile"] in ("auto", "on", "off"), "train.compile must be auto, on or off"),
@@ -157,8 +162,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(msg)
     prefixes = sorted({n.split("/")[0] for n in known_beton_names() if "/" in n})
     if cfg["data"]["corrupted"] not in prefixes:
-        raise ConfigError(f"data.corrupted: unknown -C set {cfg['data']['corrupted']!r}; valid: "
-                          f"{', '.join(prefixes)}")
+        raise ConfigError(
+            f"data.corrupted: unknown -C set {cfg['data']['corrupted']!r}; valid: "
+            f"{', '.join(prefixes)}"
+        )
     unknown = [n for n in cfg["eval"]["ood_sets"] if n not in known_beton_names()]
     if unknown:
         valid = ", ".join(n for n in known_beton_names() if "/" not in n)
@@ -199,10 +206,15 @@ def load_config(
         if isinstance(o, str):
             cfg = merge(cfg, parse_override(o), f"--set {o}")
         else:
-            cfg = merge(cfg, o, "override " + ", ".join(
-                f"{sec}.{key}" for sec, vals in o.items() for key in vals))
-    cfg["variant"] = {"name": variant or "custom",
-                      "presets": [Path(n).stem if n.endswith(".toml") else n for n in presets]}
+            cfg = merge(
+                cfg,
+                o,
+                "override " + ", ".join(f"{sec}.{key}" for sec, vals in o.items() for key in vals),
+            )
+    cfg["variant"] = {
+        "name": variant or "custom",
+        "presets": [Path(n).stem if n.endswith(".toml") else n for n in presets],
+    }
     return validate(cfg)
 
 
@@ -215,8 +227,9 @@ def read_config_file(path: Path) -> Config:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except (KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path}: not a complete fastmix run config ({type(e).__name__}: "
-                          f"{e})") from None
+        raise ConfigError(
+            f"{path}: not a complete fastmix run config ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _weight_settings(cfg: Config, sections: tuple[str, ...]) -> Config:
@@ -224,8 +237,9 @@ def _weight_settings(cfg: Config, sections: tuple[str, ...]) -> Config:
     ``RUN_ONLY_SETTINGS``; ``train.workers`` changes the float rounding of a step, not what it
     computes): what ``config_hash`` hashes and ``config_differences`` compares."""
     relevant = {k: cfg[k] for k in sections if k in cfg}
-    relevant["train"] = {k: v for k, v in relevant.get("train", {}).items()
-                         if k not in RUN_ONLY_SETTINGS}
+    relevant["train"] = {
+        k: v for k, v in relevant.get("train", {}).items() if k not in RUN_ONLY_SETTINGS
+    }
     return relevant
 
 
@@ -246,8 +260,11 @@ def config_differences(
     out = []
     for sec in sections:
         sa, sb = a.get(sec, {}), b.get(sec, {})
-        out += [f"{sec}.{key}: {sa.get(key)!r} -> {sb.get(key)!r}"
-                for key in sorted(set(sa) | set(sb)) if sa.get(key) != sb.get(key)]
+        out += [
+            f"{sec}.{key}: {sa.get(key)!r} -> {sb.get(key)!r}"
+            for key in sorted(set(sa) | set(sb))
+            if sa.get(key) != sb.get(key)
+        ]
     return out
 
 

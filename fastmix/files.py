@@ -36,8 +36,7 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
 
 
-def atomic_write(path: str | os.PathLike,
-                 data: bytes | str | Callable[[BinaryIO], object]) -> Path:
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], object]) -> Path:
     """Write ``data`` to ``path`` atomically and return ``path``.
 
     ``data`` is bytes, text (UTF-8), or a writer ``f -> None`` that writes into the open binary

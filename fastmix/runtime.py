@@ -41,8 +41,9 @@ class Runtime:
         return self.dtype is not None
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16,
-                              enabled=self.autocast_enabled)
+        return torch.autocast(
+            self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.autocast_enabled
+        )
 
 
 def check_device(device: str) -> torch.device:
@@ -62,8 +63,12 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
-                    compile: str = "auto") -> Runtime:
+def resolve_runtime(
+    device: str = "auto",
+    precision: str = "auto",
+    channels_last: str = "auto",
+    compile: str = "auto",
+) -> Runtime:
     """Turn the config's auto/on/off choices into concrete settings for this machine.
 
     Under ``torchrun`` (WORLD_SIZE > 1) a CUDA device becomes ``cuda:LOCAL_RANK``: one GPU per

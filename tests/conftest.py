@@ -36,8 +36,10 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-TRAIN_SETS = ("mnist_train,mnist_val,mnist_test,fmnist_train,fmnist_test,fractals,"
-              "gaussian_noise,mnist_c/stripe,mnist_c/translate")
+TRAIN_SETS = (
+    "mnist_train,mnist_val,mnist_test,fmnist_train,fmnist_test,fractals,"
+    "gaussian_noise,mnist_c/stripe,mnist_c/translate"
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +48,19 @@ def data_dir(shared_data, tmp_path_factory) -> Path:
     from fastmix.cli import main
 
     out = tmp_path_factory.mktemp("betons")
-    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
-                             "--only", TRAIN_SETS, "--fractals", "64"))
+    code = main(
+        convert_argv(
+            out.parent,
+            "--raw",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--only",
+            TRAIN_SETS,
+            "--fractals",
+            "64",
+        )
+    )
     assert code == 0
     return out
 
@@ -65,8 +78,9 @@ def offline_resolver(tmp: Path) -> SourceResolver:
     """A resolver that finds raw files in ``tmp/raw`` only: no download, no system folders."""
     from fastmix.converters.sources import SourceResolver
 
-    return SourceResolver(raw_dirs=[tmp / "raw"], cache_dir=tmp / "c", allow_download=False,
-                          use_system=False)
+    return SourceResolver(
+        raw_dirs=[tmp / "raw"], cache_dir=tmp / "c", allow_download=False, use_system=False
+    )
 
 
 def idx_bytes(arr: np.ndarray | list[int]) -> bytes:
@@ -89,10 +103,13 @@ def kmnist_like(tmp: Path, images: bytes, labels: bytes) -> tuple[DatasetSpec, P
     folder.mkdir(parents=True)
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(images, mtime=0))
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels, mtime=0))
-    files = [RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
-             for p in sorted(folder.iterdir())]
-    spec = DatasetSpec("kmnist_test", "test", "kmnist", False, idx_builder(files, "t10k"),
-                       {}, tuple(files))
+    files = [
+        RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
+        for p in sorted(folder.iterdir())
+    ]
+    spec = DatasetSpec(
+        "kmnist_test", "test", "kmnist", False, idx_builder(files, "t10k"), {}, tuple(files)
+    )
     return spec, folder
 
 
@@ -104,8 +121,9 @@ def popen_logged(cmd: list[str], log: Path) -> subprocess.Popen:
     whole group), appending the command line and its output to ``log``."""
     with open(log, "ab") as f:
         f.write(f"\n$ {' '.join(cmd)}\n".encode())
-        return subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -12,8 +12,21 @@ from fastmix.cli import main
 
 def test_bench_train_and_e2e_smoke(data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    code = main(["bench", "train", "--models", "lenet_oe,lenet", "--steps", "2", "--rounds", "1",
-                 "--no-compile", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "train",
+            "--models",
+            "lenet_oe,lenet",
+            "--steps",
+            "2",
+            "--rounds",
+            "1",
+            "--no-compile",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and "torch" in record["machine"]
@@ -23,12 +36,25 @@ def test_bench_train_and_e2e_smoke(data_dir, tmp_path):
     for row in models.values():
         assert row["one_run_images_per_s"] > 0 and row["six_runs_images_per_s"] > 0
         assert len(row["rounds"]["one"]) == 1
-    code = main(["bench", "e2e", "--data", str(data_dir), "--e2e-variants", "base,sp_oe",
-                 "--config", "smoke", "--reference-steps", "12", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "e2e",
+            "--data",
+            str(data_dir),
+            "--e2e-variants",
+            "base,sp_oe",
+            "--config",
+            "smoke",
+            "--reference-steps",
+            "12",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     e2e = json.loads(out.read_text())["e2e"]
-    assert set(e2e["fastmix"]["test_acc"]) == set(e2e["reference"]["test_acc"]) == {"base",
-                                                                                      "sp_oe"}
+    assert set(e2e["fastmix"]["test_acc"]) == set(e2e["reference"]["test_acc"]) == {"base", "sp_oe"}
     assert e2e["reference"]["max_steps"] == 12
     assert e2e["ratio"] == pytest.approx(e2e["reference"]["wall_s"] / e2e["fastmix"]["wall_s"])
 

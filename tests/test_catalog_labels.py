@@ -35,8 +35,12 @@ from fastmix.cli import main
 LABELLED = "fmnist_train,fmnist_val,fmnist_test,notmnist_test,fmnist_c/fog,fmnist_c/rotate"
 # What convert recorded for the MNIST specs before labels were kept elsewhere: equal
 # fingerprints mean existing MNIST betons stay up to date (not rebuilt), and their bytes below.
-MNIST_FINGERPRINTS = {"mnist_train": "d6ce21316e43134e", "mnist_val": "3647af53fa35ab53",
-                      "mnist_test": "63b2b42935fc593a", "mnist_inverted": "d32fe8a78b9bacf8"}
+MNIST_FINGERPRINTS = {
+    "mnist_train": "d6ce21316e43134e",
+    "mnist_val": "3647af53fa35ab53",
+    "mnist_test": "63b2b42935fc593a",
+    "mnist_inverted": "d32fe8a78b9bacf8",
+}
 MNIST_SHA256 = {
     "mnist_val": "495e20604f233cd2220c09df01de633c9d8c990b0391169598a5c94cfb20d26d",
     "mnist_test": "635994286aee38756c75a91cbd7893e534b4d2ce79e4f6d77e608497de7d30b8",
@@ -49,13 +53,27 @@ def _raw(path: Path) -> np.ndarray:
     data = gzip.decompress(path.read_bytes())
     assert data[:3] == b"\0\0\x08", path
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _cli_convert(shared_data: Path, out: Path, only: str, *extra: str) -> int:
-    return main(["convert", "--raw", str(shared_data), "--out", str(out), "--only", only,
-                 "--offline", "--no-progress", "--cache", str(out.parent / "raw-cache"), *extra])
+    return main(
+        [
+            "convert",
+            "--raw",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--only",
+            only,
+            "--offline",
+            "--no-progress",
+            "--cache",
+            str(out.parent / "raw-cache"),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +94,7 @@ def test_test_sets_keep_the_raw_labels(labelled, shared_data):
     assert entries["fmnist_test"]["family"] == "fashion-mnist"
 
 
-def test_fmnist_split_is_stratified_disjoint_and_the_official_training_set(labelled,
-                                                                         shared_data):
+def test_fmnist_split_is_stratified_disjoint_and_the_official_training_set(labelled, shared_data):
     raw_x = _raw(shared_data / "fashion-mnist" / "train-images-idx3-ubyte.gz")
     raw_y = _raw(shared_data / "fashion-mnist" / "train-labels-idx1-ubyte.gz")
     tx, ty = read_beton(labelled / "fmnist_train.beton")
@@ -122,8 +139,13 @@ def test_corrupted_fmnist_keeps_the_labels(labelled, shared_data):
 
 def test_sets_without_classes_keep_minus_one():
     catalog = build_catalog()
-    for name in ("omniglot", "gaussian_noise", "bernoulli_noise", "uniform_noise",
-                 "mnist_inverted"):
+    for name in (
+        "omniglot",
+        "gaussian_noise",
+        "bernoulli_noise",
+        "uniform_noise",
+        "mnist_inverted",
+    ):
         assert catalog[name].role == "unlabelled", name
         assert "label -1" in catalog[name].description, name
     assert catalog["fractals"].role == "mixing"
@@ -135,7 +157,8 @@ def test_kmnist_has_the_same_splits_and_is_skipped_without_a_copy(shared_data, t
         assert catalog[name].role == role and catalog[name].family == "kmnist"
     assert catalog["kmnist_train"].params == catalog["mnist_train"].params
     assert {f.name for f in catalog["kmnist_val"].sources} == {
-        f.name for f in src.KMNIST if f.name.startswith("train")}
+        f.name for f in src.KMNIST if f.name.startswith("train")
+    }
     assert _cli_convert(shared_data, tmp_path / "out", "kmnist_train,kmnist_val,kmnist_test") == 0
     out = capsys.readouterr().out
     for name in ("kmnist_train", "kmnist_val", "kmnist_test"):
@@ -154,14 +177,23 @@ def test_kmnist_splits_build_from_a_copy_in_the_official_layout(tmp_path):
     labels = rng.choice(10, n, p=np.linspace(1, 3, 10) / np.linspace(1, 3, 10).sum())
     write_idx(folder / "train-images-idx3-ubyte.gz", images)
     write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
-    files = tuple(RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
-                  for p in sorted(folder.iterdir()))
+    files = tuple(
+        RawFile("kmnist", p.name, md5_file=hashlib.md5(p.read_bytes()).hexdigest())
+        for p in sorted(folder.iterdir())
+    )
     real = build_catalog()
-    specs = {n: dataclasses.replace(real[n], sources=files,
-                                    builder=split_builder(list(files), n.split("_")[1]))
-             for n in ("kmnist_train", "kmnist_val")}
-    resolver = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    specs = {
+        n: dataclasses.replace(
+            real[n], sources=files, builder=split_builder(list(files), n.split("_")[1])
+        )
+        for n in ("kmnist_train", "kmnist_val")
+    }
+    resolver = SourceResolver(
+        raw_dirs=[tmp_path / "raw"],
+        cache_dir=tmp_path / "c",
+        allow_download=False,
+        use_system=False,
+    )
     assert convert(specs, tmp_path / "out", resolver, progress=False).built == list(specs)
     tx, ty = read_beton(tmp_path / "out" / "kmnist_train.beton")
     vx, vy = read_beton(tmp_path / "out" / "kmnist_val.beton")
@@ -192,17 +224,26 @@ def test_mnist_specs_and_bytes_are_unchanged(shared_data, tmp_path):
 
 def _old_fmnist_test() -> DatasetSpec:
     """The fmnist_test spec as convert recorded it while its labels were -1 (version 1)."""
-    return DatasetSpec("fmnist_test", "ood", "fashion-mnist", False,
-                       idx_ood_builder(src.FASHION_MNIST, "t10k"), {}, tuple(src.FASHION_MNIST),
-                       "1", "Fashion-MNIST test (10,000)")
+    return DatasetSpec(
+        "fmnist_test",
+        "ood",
+        "fashion-mnist",
+        False,
+        idx_ood_builder(src.FASHION_MNIST, "t10k"),
+        {},
+        tuple(src.FASHION_MNIST),
+        "1",
+        "Fashion-MNIST test (10,000)",
+    )
 
 
 def test_version_bump_rebuilds_exactly_the_changed_specs(shared_data, tmp_path, capsys):
     out = tmp_path / "data"
     names = ["fmnist_test", "mnist_val", "gaussian_noise"]
     old = {**{n: build_catalog()[n] for n in names}, "fmnist_test": _old_fmnist_test()}
-    resolver = SourceResolver(raw_dirs=[shared_data], cache_dir=tmp_path / "c",
-                              allow_download=False, use_system=False)
+    resolver = SourceResolver(
+        raw_dirs=[shared_data], cache_dir=tmp_path / "c", allow_download=False, use_system=False
+    )
     assert convert(old, out, resolver, progress=False).built == names
     assert (read_beton(out / "fmnist_test.beton")[1] == -1).all()
     before = load_manifest(out)["betons"]
@@ -211,8 +252,7 @@ def test_version_bump_rebuilds_exactly_the_changed_specs(shared_data, tmp_path, 
     assert _cli_convert(shared_data, out, ",".join(names)) == 0
     printed = capsys.readouterr().out
     assert "built 1, up to date 2," in printed
-    assert ("fmnist_test: rebuilt (spec version 1 -> 2: class labels kept instead of -1)"
-            in printed)
+    assert "fmnist_test: rebuilt (spec version 1 -> 2: class labels kept instead of -1)" in printed
     assert printed.count("rebuilt (") == 1
     after = load_manifest(out)["betons"]
     assert after["fmnist_test"]["version"] == "2" and after["fmnist_test"]["role"] == "test"
@@ -221,7 +261,8 @@ def test_version_bump_rebuilds_exactly_the_changed_specs(shared_data, tmp_path, 
         assert after[n] == before[n] and (out / f"{n}.beton").stat().st_mtime_ns == kept[n]
     y = read_beton(out / "fmnist_test.beton")[1]
     np.testing.assert_array_equal(
-        y, _raw(shared_data / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"))
+        y, _raw(shared_data / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")
+    )
 
     # a third run has nothing to rebuild and says nothing about versions
     assert _cli_convert(shared_data, out, ",".join(names)) == 0
@@ -251,4 +292,5 @@ def test_rebuild_reason():
     bumped = dataclasses.replace(spec, version="9", changes="new noise")
     assert bumped.rebuild_reason(entry) == f"spec version {spec.version} -> 9: new noise"
     assert dataclasses.replace(spec, version="9").rebuild_reason(entry) == (
-        f"spec version {spec.version} -> 9")
+        f"spec version {spec.version} -> 9"
+    )

@@ -21,8 +21,17 @@ def test_variants_differ_only_in_augment_and_oe(variant):
 
 
 def test_overrides_are_typed_and_applied():
-    cfg = load_config("sp", ["smoke"], ["train.lr=0.05", "oe.ratio=2", "augment.sp_amount=0.2",
-                                        "train.device=cpu", "eval.ood_sets=['fmnist_test']"])
+    cfg = load_config(
+        "sp",
+        ["smoke"],
+        [
+            "train.lr=0.05",
+            "oe.ratio=2",
+            "augment.sp_amount=0.2",
+            "train.device=cpu",
+            "eval.ood_sets=['fmnist_test']",
+        ],
+    )
     assert cfg["train"]["lr"] == 0.05 and cfg["oe"]["ratio"] == 2
     assert cfg["train"]["device"] == "cpu" and cfg["eval"]["ood_sets"] == ["fmnist_test"]
     assert cfg["model"]["width"] == 8  # from the smoke preset
@@ -46,12 +55,14 @@ def test_unknown_section_lists_valid_ones():
 
 @pytest.mark.parametrize(
     "override, match",
-    [("train.lr=-0.1", "train.lr must be > 0"),
-     ("augment.kind=mixup", "augment.kind must be one of none, sp, pixmix"),
-     ("train.epochs=0", "train.epochs must be >= 1"),
-     ("oe.ratio=0", "oe.ratio must be >= 1"),
-     ("augment.sp_amount=1.5", r"augment.sp_amount must lie in \[0, 1\]"),
-     ("train.precision=fp8", "train.precision must be")],
+    [
+        ("train.lr=-0.1", "train.lr must be > 0"),
+        ("augment.kind=mixup", "augment.kind must be one of none, sp, pixmix"),
+        ("train.epochs=0", "train.epochs must be >= 1"),
+        ("oe.ratio=0", "oe.ratio must be >= 1"),
+        ("augment.sp_amount=1.5", r"augment.sp_amount must lie in \[0, 1\]"),
+        ("train.precision=fp8", "train.precision must be"),
+    ],
 )
 def test_impossible_values(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -22,8 +22,19 @@ ONLY = "mnist_val,mnist_test,omniglot,gaussian_noise,mnist_inverted,fractals,kmn
 @pytest.fixture(scope="module")
 def converted(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
-    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
-                             "--only", ONLY, "--fractals", "40"))
+    code = main(
+        convert_argv(
+            out.parent,
+            "--raw",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--only",
+            ONLY,
+            "--fractals",
+            "40",
+        )
+    )
     return out, code
 
 
@@ -36,7 +47,8 @@ def test_builds_what_has_sources_and_skips_kmnist(converted, shared_data):
     assert betons["omniglot"]["count"] == 2720 + 3120
     assert betons["fractals"]["count"] == 40 and betons["fractals"]["shape"] == [32, 32]
     assert betons["mnist_test"]["sources"]["mnist/t10k-images-idx3-ubyte.gz"] == (
-        "2646ac647ad5339dbf082846283269ea")
+        "2646ac647ad5339dbf082846283269ea"
+    )
     for name, entry in betons.items():
         path = out / entry["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], name
@@ -59,8 +71,19 @@ def test_betons_hold_the_raw_data(converted, shared_data):
 def test_second_run_is_a_no_op(converted, shared_data, capsys):
     out, _ = converted
     before = (out / "manifest.json").read_text()
-    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
-                             "--only", ONLY, "--fractals", "40"))
+    code = main(
+        convert_argv(
+            out.parent,
+            "--raw",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--only",
+            ONLY,
+            "--fractals",
+            "40",
+        )
+    )
     assert code == 0
     assert "built 0, up to date 6, skipped 1" in capsys.readouterr().out
     assert (out / "manifest.json").read_text() == before
@@ -68,15 +91,26 @@ def test_second_run_is_a_no_op(converted, shared_data, capsys):
 
 def test_strict_fails_on_skips(converted, shared_data):
     out, _ = converted
-    code = main(convert_argv(out.parent, "--raw", str(shared_data), "--out", str(out),
-                             "--only", "kmnist_test", "--strict"))
+    code = main(
+        convert_argv(
+            out.parent,
+            "--raw",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--only",
+            "kmnist_test",
+            "--strict",
+        )
+    )
     assert code == 1
 
 
 def test_stale_or_damaged_beton_is_rebuilt(shared_data, tmp_path):
     out = tmp_path / "out"
-    args = convert_argv(tmp_path, "--raw", str(shared_data), "--out", str(out), "--only",
-                        "gaussian_noise,mnist_val")
+    args = convert_argv(
+        tmp_path, "--raw", str(shared_data), "--out", str(out), "--only", "gaussian_noise,mnist_val"
+    )
     assert main(args) == 0
     entry = load_manifest(out)["betons"]["gaussian_noise"]
     path = out / entry["file"]
@@ -90,8 +124,17 @@ def test_stale_or_damaged_beton_is_rebuilt(shared_data, tmp_path):
 
 
 def test_required_set_missing_fails(tmp_path):
-    code = main(convert_argv(tmp_path, "--raw", str(tmp_path / "empty"),
-                             "--out", str(tmp_path / "o"), "--only", "mnist_test"))
+    code = main(
+        convert_argv(
+            tmp_path,
+            "--raw",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "o"),
+            "--only",
+            "mnist_test",
+        )
+    )
     assert code == 1
 
 
@@ -173,7 +216,8 @@ def test_checksum_mismatch_writes_no_beton(tmp_path):
 
 
 def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
-        shared_data, tmp_path):
+    shared_data, tmp_path
+):
     """Training, evaluation and previews take beton paths from the manifest through
     ``manifest_beton_path``: a path leaving the folder, or a beton whose size changed since
     convert wrote it, is a DataError naming the manifest entry, before anything is read."""
@@ -185,16 +229,27 @@ def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
     from fastmix.train.trainer import require_betons
 
     out = tmp_path / "data"
-    assert main(convert_argv(tmp_path, "--raw", str(shared_data), "--out", str(out),
-                             "--only", "mnist_val,gaussian_noise")) == 0
+    assert (
+        main(
+            convert_argv(
+                tmp_path,
+                "--raw",
+                str(shared_data),
+                "--out",
+                str(out),
+                "--only",
+                "mnist_val,gaussian_noise",
+            )
+        )
+        == 0
+    )
     manifest = load_manifest(out)
     for name, entry in manifest["betons"].items():
         assert manifest_beton_path(out, name, entry) == out / entry["file"]
     sets = load_eval_sets(out, ["gaussian_noise"], required=("mnist_val",))
     assert len(sets["mnist_val"][0]) == 5000 and len(sets["gaussian_noise"][0]) == 10_000
     cfg = load_config("base", ["smoke"], [f"data.dir='{out}'", "data.train='mnist_val'"])
-    assert require_betons(cfg) == {"train": out / "mnist_val.beton",
-                                   "val": out / "mnist_val.beton"}
+    assert require_betons(cfg) == {"train": out / "mnist_val.beton", "val": out / "mnist_val.beton"}
 
     (tmp_path / "outside.beton").write_bytes((out / "mnist_val.beton").read_bytes())
     for bad in ("../outside.beton", str(tmp_path / "outside.beton"), 5, ""):
@@ -209,8 +264,11 @@ def test_readers_open_only_files_inside_the_data_folder_with_the_recorded_size(
     noise = out / manifest["betons"]["gaussian_noise"]["file"]
     with open(noise, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(DataError, match=rf"{noise.name}: {noise.stat().st_size} bytes, but "
-                                        r".*manifest\.json records .* 'gaussian_noise'"):
+    with pytest.raises(
+        DataError,
+        match=rf"{noise.name}: {noise.stat().st_size} bytes, but "
+        r".*manifest\.json records .* 'gaussian_noise'",
+    ):
         load_eval_sets(out, ["gaussian_noise"], required=("mnist_val",))
     # a missing file stays the caller's case: an optional set is reported unavailable
     noise.unlink()

@@ -17,10 +17,28 @@ from fastmix.train.checkpoint import load_run
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(data_dir, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "fastmix", "train", "--variant", "sp_oe",
-           "--config", "smoke", "--set", "train.max_steps=6", "--set", "data.num_workers=1",
-           "--set", "train.log_every=1", "--data", str(data_dir), "--out", str(tmp_path),
-           "--no-progress"]
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node=2",
+        "-m",
+        "fastmix",
+        "train",
+        "--variant",
+        "sp_oe",
+        "--config",
+        "smoke",
+        "--set",
+        "train.max_steps=6",
+        "--set",
+        "data.num_workers=1",
+        "--set",
+        "train.log_every=1",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

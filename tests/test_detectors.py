@@ -50,9 +50,16 @@ def run(tmp_path_factory):
     model.eval()
     head = model.get_classifier()
     feats = load_features(path)
-    return {"study": study, "path": path, "res": res, "model": model, "feats": feats,
-            "logits": load_logits(path), "W": head.weight.detach().double().numpy(),
-            "b": head.bias.detach().double().numpy()}
+    return {
+        "study": study,
+        "path": path,
+        "res": res,
+        "model": model,
+        "feats": feats,
+        "logits": load_logits(path),
+        "W": head.weight.detach().double().numpy(),
+        "b": head.bias.detach().double().numpy(),
+    }
 
 
 def _f(run, name):
@@ -91,8 +98,9 @@ def test_mahalanobis_matches_empirical_covariance(run):
 
     fitted = mahalanobis.fit(_train(run))
     for s in ("mnist_test", *OOD_SETS):
-        np.testing.assert_allclose(mahalanobis.score(fitted, _f(run, s)), ref(_f(run, s)),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            mahalanobis.score(fitted, _f(run, s)), ref(_f(run, s)), rtol=1e-9
+        )
     _check_against_results(run, "mahalanobis", ref)
 
 
@@ -101,6 +109,7 @@ def test_knn_matches_nearest_neighbors(run):
     (sklearn NearestNeighbors, exact float64 search). fastmix searches with a float32 matmul:
     the squared distances agree to 1e-6 (they spread over ~0.005-1), the AUROCs up to the
     rare rank swap that causes."""
+
     def unit(x):
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-10)
 
@@ -112,8 +121,9 @@ def test_knn_matches_nearest_neighbors(run):
     fitted = knn.fit(_train(run))
     assert fitted.k == 50
     for s in ("mnist_test", *OOD_SETS):
-        np.testing.assert_allclose(knn.score(fitted, _f(run, s)) ** 2, ref(_f(run, s)) ** 2,
-                                   rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            knn.score(fitted, _f(run, s)) ** 2, ref(_f(run, s)) ** 2, rtol=0, atol=1e-6
+        )
     _check_against_results(run, "knn", ref, abs=1e-4)
 
 
@@ -135,8 +145,9 @@ def test_vim_matches_the_authors_recipe(run):
     fitted = vim.fit(_train(run))
     assert fitted.dim == D == 16 and fitted.alpha == pytest.approx(alpha, rel=1e-9)
     for s in ("mnist_test", *OOD_SETS):
-        np.testing.assert_allclose(vim.score(fitted, _f(run, s)), ref(_f(run, s)),
-                                   rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(
+            vim.score(fitted, _f(run, s)), ref(_f(run, s)), rtol=1e-8, atol=1e-8
+        )
     _check_against_results(run, "vim", ref)
 
 
@@ -186,7 +197,8 @@ def test_odin_matches_float64_autograd(run):
     for s in OOD_SETS:  # every study set has < 1000 images: no subset
         assert "subsets" not in run["res"]["ood"][s]
         assert run["res"]["ood"][s]["full"]["odin"]["auroc"] == pytest.approx(
-            _auroc(refs["mnist_test"], refs[s]), abs=1e-12)
+            _auroc(refs["mnist_test"], refs[s]), abs=1e-12
+        )
     # eps chosen on ID validation only: the largest mean S(x~; T) over the grid
     xv, _ = read_beton(data / "mnist_val.beton")
     means = {e: float(-_odin_ref64(run["model"], xv, e).mean()) for e in odin.EPSILONS}
@@ -285,8 +297,9 @@ def test_known_values_on_the_clusters():
     assert np.all(np.abs(d - np.sqrt(2 - 2 * cos_50)) < 0.05)
     full = react.fit(train, percentile=100)
     assert full.threshold == train.features.max()
-    np.testing.assert_allclose(react.score(full, f_test),
-                               -logsumexp(f_test @ train.weight.T, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        react.score(full, f_test), -logsumexp(f_test @ train.weight.T, axis=1), rtol=1e-12
+    )
 
 
 def test_react_clipping_removes_an_abnormal_activation():
@@ -354,8 +367,9 @@ def test_features_file_round_trips(run):
 
     feats, res = run["feats"], run["res"]
     sets = ["mnist_test", "mnist_val", *OOD_SETS, "train"]
-    assert sorted(feats) == sorted([*(f"features/{s}" for s in sets),
-                                    *(f"labels/{s}" for s in sets), "indices/train"])
+    assert sorted(feats) == sorted(
+        [*(f"features/{s}" for s in sets), *(f"labels/{s}" for s in sets), "indices/train"]
+    )
     assert res["features"]["file"] == "features.npz" and res["features"]["dtype"] == "float16"
     assert res["features"]["n_train"] == 1000 and res["features"]["dim"] == 32
     idx = feats["indices/train"]
@@ -388,10 +402,18 @@ def test_features_switched_off(run, tmp_path):
     path = tmp_path / "off"
     (path / "checkpoints").mkdir(parents=True)
     (path / "config.toml").write_text(dumps(cfg))
-    save_checkpoint(path / "checkpoints" / "best.pt",
-                    {"config_hash": config_hash(cfg), "variant": "base_oe", "epoch": 1,
-                     "step": 60, "model": study["states"][1], "optimizer": {},
-                     "best_val_acc": 0.0})
+    save_checkpoint(
+        path / "checkpoints" / "best.pt",
+        {
+            "config_hash": config_hash(cfg),
+            "variant": "base_oe",
+            "epoch": 1,
+            "step": 60,
+            "model": study["states"][1],
+            "optimizer": {},
+            "best_val_acc": 0.0,
+        },
+    )
     (path / "features.npz").write_bytes(b"stale")
     res = evaluate_run(path, study["data"], study["cache"], seed=0, progress=False)
     assert not (path / "features.npz").exists() and (path / "logits.npz").is_file()
@@ -400,7 +422,12 @@ def test_features_switched_off(run, tmp_path):
     for s in OOD_SETS:  # the same weights and sets: the same numbers with the file or without
         assert res["ood"][s]["full"] == on["ood"][s]["full"]
     assert json.loads((path / "results.json").read_text())["detectors"].keys() == {
-        "odin", "mahalanobis", "knn", "vim", "react"}
+        "odin",
+        "mahalanobis",
+        "knn",
+        "vim",
+        "react",
+    }
 
 
 def test_config_switch_is_checked(tmp_path):
@@ -438,12 +465,28 @@ def test_report_section_from_real_smoke_runs(data_dir, tmp_path):
 
     runs = tmp_path / "runs"
     for v in ("base", "base_oe"):
-        assert main(["train", "--variant", v, "--config", "smoke", "--data", str(data_dir),
-                     "--out", str(runs), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--variant",
+                    v,
+                    "--config",
+                    "smoke",
+                    "--data",
+                    str(data_dir),
+                    "--out",
+                    str(runs),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     paths = [str(runs / "base-s0"), str(runs / "base_oe-s0")]
     out = tmp_path / "report"
-    assert main(["report", *paths, "--data", str(data_dir), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["report", *paths, "--data", str(data_dir), "--out", str(out), "--no-progress"]) == 0
+    )
     md = (out / "report.md").read_text()
     head = "### Post-hoc detectors against training-time methods (held-out OOD sets)"
     assert head in md
@@ -480,11 +523,21 @@ def test_without_the_training_beton_the_feature_detectors_are_unavailable(run, t
     res = evaluate_run(path, data, {}, seed=0, progress=False)
     for name in ("mahalanobis", "knn", "vim", "react"):
         assert res["detectors"][name]["unavailable"].startswith(
-            "training set mnist_train unavailable: not in manifest.json")
+            "training set mnist_train unavailable: not in manifest.json"
+        )
     assert list(res["ood"]["gaussian_noise"]["full"]) == [
-        "msp", "xent", "energy", "maxlogit", "entropy", "odin"]
-    assert res["ood"]["gaussian_noise"]["full"]["odin"] == (
-        run["res"]["ood"]["gaussian_noise"]["full"]["odin"])
-    assert any(n.startswith("Detectors not evaluated: mahalanobis, knn, vim, react")
-               for n in res["notes"])
+        "msp",
+        "xent",
+        "energy",
+        "maxlogit",
+        "entropy",
+        "odin",
+    ]
+    assert (
+        res["ood"]["gaussian_noise"]["full"]["odin"]
+        == (run["res"]["ood"]["gaussian_noise"]["full"]["odin"])
+    )
+    assert any(
+        n.startswith("Detectors not evaluated: mahalanobis, knn, vim, react") for n in res["notes"]
+    )
     assert res["features"]["n_train"] == 0 and "train" not in res["features"]["sets"]

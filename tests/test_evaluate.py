@@ -29,9 +29,23 @@ from fastmix.train.checkpoint import save_checkpoint
 from fastmix.train.models import build_model
 
 N_CLASSES = 10
-CORRUPTIONS = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",
-               "rotate", "brightness", "translate", "stripe", "fog", "spatter", "dotted_line",
-               "zigzag", "canny_edges")
+CORRUPTIONS = (
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "scale",
+    "rotate",
+    "brightness",
+    "translate",
+    "stripe",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+    "canny_edges",
+)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -56,8 +70,10 @@ def blobs(n: int, rng: np.random.Generator):
     yy, xx = np.mgrid[0:28, 0:28].astype(np.float64)
     cy, cx = rng.uniform(6, 22, (2, n))
     s = rng.uniform(3, 7, n)
-    img = 90 * np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
-                      / (2 * s[:, None, None] ** 2))
+    img = 90 * np.exp(
+        -((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
+        / (2 * s[:, None, None] ** 2)
+    )
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -104,9 +120,15 @@ def write_data(root: Path) -> Path:
     def put(name, images, labels, role, family, meta=None):
         path = data / f"{name}.beton"
         write_beton(path, images, labels)
-        betons[name] = {"file": f"{name}.beton", "count": len(images), "role": role,
-                        "family": family, "meta": meta or {}, "sha256": sha256_file(path),
-                        "bytes": path.stat().st_size}
+        betons[name] = {
+            "file": f"{name}.beton",
+            "count": len(images),
+            "role": role,
+            "family": family,
+            "meta": meta or {},
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
 
     x, y = gratings(600, rng, noise=80.0)
     put("mnist_test", x, _flip(y, 0.05, rng), "test", "mnist")
@@ -114,8 +136,14 @@ def write_data(root: Path) -> Path:
     put("mnist_val", xv, _flip(yv, 0.05, rng), "val", "mnist")
     for k, c in enumerate(CORRUPTIONS):
         xc, yc = gratings(120, rng, noise=40.0 + 8.0 * k)
-        put(f"mnist_c/{c}", xc, yc, "corrupted", "mnist",
-            {"origin": "regenerated", "generator_version": "mnist-c-1", "seed": 0})
+        put(
+            f"mnist_c/{c}",
+            xc,
+            yc,
+            "corrupted",
+            "mnist",
+            {"origin": "regenerated", "generator_version": "mnist-c-1", "seed": 0},
+        )
     minus = np.full(400, -1, np.int64)
     put("fmnist_test", blobs(400, rng), minus, "ood", "fashion-mnist")
     noise = np.clip(rng.normal(128, 60, (300, 28, 28)), 0, 255).astype(np.uint8)
@@ -124,8 +152,13 @@ def write_data(root: Path) -> Path:
     xt, yt = gratings(1000, rng, noise=80.0)  # the detectors' training features
     put("mnist_train", xt, yt, "train", "mnist")
     # the OE source: listed (its family matters), never read by evaluation
-    betons["fmnist_train"] = {"file": "fmnist_train.beton", "count": 0, "role": "outlier",
-                              "family": "fashion-mnist", "meta": {}}
+    betons["fmnist_train"] = {
+        "file": "fmnist_train.beton",
+        "count": 0,
+        "role": "outlier",
+        "family": "fashion-mnist",
+        "meta": {},
+    }
     save_manifest(data, {"format": 1, "betons": betons})
     return data
 
@@ -135,9 +168,18 @@ def make_run(root: Path, name: str, variant: str, seed: int, state: dict) -> Pat
     run = root / "runs" / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.toml").write_text(dumps(cfg))
-    save_checkpoint(run / "checkpoints" / "best.pt",
-                    {"config_hash": config_hash(cfg), "variant": variant, "epoch": 1,
-                     "step": 60, "model": state, "optimizer": {}, "best_val_acc": 0.0})
+    save_checkpoint(
+        run / "checkpoints" / "best.pt",
+        {
+            "config_hash": config_hash(cfg),
+            "variant": variant,
+            "epoch": 1,
+            "step": 60,
+            "model": state,
+            "optimizer": {},
+            "best_val_acc": 0.0,
+        },
+    )
     return run
 
 
@@ -150,8 +192,11 @@ def build_study(tmp_path_factory) -> dict:
         root = tmp_path_factory.mktemp("study")
         data = write_data(root)
         states = {s: train_model(s) for s in (0, 1)}
-        runs = {f"{v}_s{s}": make_run(root, f"{v}_s{s}", v, s, states[s])
-                for v in ("base_oe", "sp") for s in (0, 1)}
+        runs = {
+            f"{v}_s{s}": make_run(root, f"{v}_s{s}", v, s, states[s])
+            for v in ("base_oe", "sp")
+            for s in (0, 1)
+        }
         _STUDY.update(root=root, data=data, runs=runs, states=states, cache={})
     return _STUDY
 
@@ -221,8 +266,21 @@ def test_results_schema_and_files(study, evaluated):
     run = study["runs"]["base_oe_s0"]
     on_disk = json.loads((run / "results.json").read_text())
     assert on_disk["clean"] == res["clean"] and on_disk["ood"].keys() == res["ood"].keys()
-    for key in ("format", "variant", "seed", "convention", "inference", "clean", "mnist_c",
-                "ood", "ood_unavailable", "error_detection", "calibration", "summary", "notes"):
+    for key in (
+        "format",
+        "variant",
+        "seed",
+        "convention",
+        "inference",
+        "clean",
+        "mnist_c",
+        "ood",
+        "ood_unavailable",
+        "error_detection",
+        "calibration",
+        "summary",
+        "notes",
+    ):
         assert key in res, key
     assert res["variant"] == "base_oe" and res["convention"]["positive_class"] == "ood"
     assert set(res["ood"]) == {"fmnist_test", "gaussian_noise", "mnist_inverted"}
@@ -230,8 +288,18 @@ def test_results_schema_and_files(study, evaluated):
     assert (run / "features.npz").is_file() and res["features"]["file"] == "features.npz"
     assert set(res["detectors"]) == {"odin", "mahalanobis", "knn", "vim", "react"}
     for entry in res["ood"].values():
-        assert list(entry["full"]) == ["msp", "xent", "energy", "maxlogit", "entropy", "odin",
-                                       "mahalanobis", "knn", "vim", "react"]
+        assert list(entry["full"]) == [
+            "msp",
+            "xent",
+            "energy",
+            "maxlogit",
+            "entropy",
+            "odin",
+            "mahalanobis",
+            "knn",
+            "vim",
+            "react",
+        ]
         for s in entry["full"]:
             assert set(entry["full"][s]) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
             assert set(entry["draws"][s]) == {"mean", "std"}
@@ -278,9 +346,11 @@ def test_ood_metrics_recomputed_with_sklearn(study, evaluated):
             got = entry["full"][s]
             assert got["auroc"] == pytest.approx(roc_auc_score(yy, np.r_[si, so]), abs=1e-12)
             assert got["aupr_out"] == pytest.approx(
-                average_precision_score(yy, np.r_[si, so]), abs=1e-12)
+                average_precision_score(yy, np.r_[si, so]), abs=1e-12
+            )
             assert got["aupr_in"] == pytest.approx(
-                average_precision_score(1 - yy, -np.r_[si, so]), abs=1e-12)
+                average_precision_score(1 - yy, -np.r_[si, so]), abs=1e-12
+            )
             assert got["fpr95"] == pytest.approx(_fpr95(si, so), abs=1e-12)
             # OE protocol: n_ood = 200 of each set's >= 300 samples, 2 draws (smoke config)
             rng = np.random.default_rng(0)
@@ -322,11 +392,16 @@ def test_error_detection_and_calibration(study, evaluated):
     wrong = z.argmax(1) != y
     assert res["error_detection"]["n_wrong"] == wrong.sum() > 0
     assert res["error_detection"]["auroc"]["msp"] == pytest.approx(
-        roc_auc_score(wrong, _msp(z)), abs=1e-12)
+        roc_auc_score(wrong, _msp(z)), abs=1e-12
+    )
     cal = res["calibration"]
     assert cal["fitted_on"] == "mnist_val"
-    opt = minimize_scalar(lambda lt: _nll(zv, yv, math.exp(lt)), bounds=(-3, 3),
-                          method="bounded", options={"xatol": 1e-9})
+    opt = minimize_scalar(
+        lambda lt: _nll(zv, yv, math.exp(lt)),
+        bounds=(-3, 3),
+        method="bounded",
+        options={"xatol": 1e-9},
+    )
     assert cal["temperature"] == pytest.approx(math.exp(opt.x), rel=1e-4)
     assert _nll(zv, yv, cal["temperature"]) <= _nll(zv, yv, 1.0) + 1e-12
     t = cal["temperature"]
@@ -350,8 +425,13 @@ def test_predict_logits_bf16_close_to_fp32(study):
     x, _ = read_beton(study["data"] / "mnist_test.beton")
     z32 = predict_logits(model, x, 256, "cpu", "fp32")
     z16 = predict_logits(model, x, 256, "cpu", "bf16")
-    ref = model.to(memory_format=torch.contiguous_format)(
-        torch.from_numpy(x).float().div(255).unsqueeze(1)).detach().numpy()
+    ref = (
+        model.to(memory_format=torch.contiguous_format)(
+            torch.from_numpy(x).float().div(255).unsqueeze(1)
+        )
+        .detach()
+        .numpy()
+    )
     assert z32.dtype == z16.dtype == np.float32
     np.testing.assert_allclose(z32, ref, rtol=1e-4, atol=1e-4)
     assert np.mean(z16.argmax(1) == z32.argmax(1)) >= 0.99
@@ -378,9 +458,14 @@ def test_load_eval_sets_required_and_optional(study, tmp_path):
 def test_mnist_c_origin_labels():
     from fastmix.evaluate.sets import mnist_c_origin
 
-    man = {"betons": {"mnist_c/a": {"meta": {"origin": "official"}},
-                      "mnist_c/b": {"meta": {"origin": "regenerated",
-                                             "generator_version": "mnist-c-1", "seed": 3}}}}
+    man = {
+        "betons": {
+            "mnist_c/a": {"meta": {"origin": "official"}},
+            "mnist_c/b": {
+                "meta": {"origin": "regenerated", "generator_version": "mnist-c-1", "seed": 3}
+            },
+        }
+    }
     assert mnist_c_origin(man, ["mnist_c/a"])["label"].startswith("official")
     reg = mnist_c_origin(man, ["mnist_c/b"])
     assert reg["origin"] == "regenerated" and reg["seed"] == 3
@@ -437,8 +522,11 @@ def test_beton_changed_after_convert_is_refused_and_hashed_once(study, tmp_path,
     raw = bytearray(noise.read_bytes())
     raw[-1] ^= 0xFF
     noise.write_bytes(bytes(raw))
-    with pytest.raises(DataError, match=r"gaussian_noise\.beton: sha256 [0-9a-f]{64}, but "
-                                        r".*manifest\.json entry 'gaussian_noise' records"):
+    with pytest.raises(
+        DataError,
+        match=r"gaussian_noise\.beton: sha256 [0-9a-f]{64}, but "
+        r".*manifest\.json entry 'gaussian_noise' records",
+    ):
         load_eval_sets(data, ["gaussian_noise"])
     from fastmix.converters.build import load_manifest
 
@@ -457,12 +545,15 @@ def _try_lock(run: Path) -> str:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom pathlib import Path\nfrom fastmix.errors import DataError\n"
-            "from fastmix.train.run_dir import lock\n"
-            "try:\n    with lock(Path(sys.argv[1])):\n        print('acquired')\n"
-            "except DataError as e:\n    print(e)\n")
-    return subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True,
-                          text=True, timeout=120).stdout.strip()
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom fastmix.errors import DataError\n"
+        "from fastmix.train.run_dir import lock\n"
+        "try:\n    with lock(Path(sys.argv[1])):\n        print('acquired')\n"
+        "except DataError as e:\n    print(e)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120
+    ).stdout.strip()
 
 
 def test_eval_holds_the_run_lock_and_clears_its_leftovers(study, monkeypatch, capsys):
@@ -503,10 +594,17 @@ def test_cli_eval_refused_while_the_run_is_locked(study, capsys):
 
     run = study["runs"]["base_oe_s0"]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from fastmix.train.run_dir import lock\n"
-         "with lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)\n",
-         str(run)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from fastmix.train.run_dir import lock\n"
+            "with lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)\n",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}

@@ -97,8 +97,9 @@ def test_fused_multiply_is_the_exact_product_rounded_once(first_round):
     for a, b in [(0.8, 0.3), (1.6, -0.7), (0.05, 0.99), (1.0, -0.01), (0.0, 0.4), (0.7, 0.0)]:
         a32, b32 = np.float32(a), np.float32(b)
         m = mixed0.copy()
-        pixmix.mix_multiply(m, start, first_round, partner, a32, b32,
-                            *pixmix.multiply_workspace(28, 28))
+        pixmix.mix_multiply(
+            m, start, first_round, partner, a32, b32, *pixmix.multiply_workspace(28, 28)
+        )
         with np.errstate(over="ignore", invalid="ignore"):
             exact = i1 ** np.float64(a32) * i2 ** np.float64(b32) / 2
         want = np.clip(exact, 0, 1).astype(np.float32)

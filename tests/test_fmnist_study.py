@@ -12,25 +12,75 @@ import pytest
 from fastmix.cli import main
 from fastmix.config import VARIANTS
 
-SETS = ("fmnist_train,fmnist_val,fmnist_test,mnist_train,mnist_test,fractals,gaussian_noise,"
-        "fmnist_c/stripe,fmnist_c/translate")
-EVAL = ["--set", "eval.ood_sets=['mnist_test', 'gaussian_noise']", "--set", "eval.n_ood=200",
-        "--set", "eval.n_draws=2", "--set", "eval.scores=['msp', 'energy']",
-        "--set", "eval.features=false"]
+SETS = (
+    "fmnist_train,fmnist_val,fmnist_test,mnist_train,mnist_test,fractals,gaussian_noise,"
+    "fmnist_c/stripe,fmnist_c/translate"
+)
+EVAL = [
+    "--set",
+    "eval.ood_sets=['mnist_test', 'gaussian_noise']",
+    "--set",
+    "eval.n_ood=200",
+    "--set",
+    "eval.n_draws=2",
+    "--set",
+    "eval.scores=['msp', 'energy']",
+    "--set",
+    "eval.features=false",
+]
 
 
 @pytest.fixture(scope="module")
 def study(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("fmnist")
     data, runs = root / "data", root / "runs"
-    assert main(["convert", "--raw", str(shared_data), "--out", str(data), "--only", SETS,
-                 "--corrupt", "fmnist_test", "--fractals", "64", "--offline", "--no-progress",
-                 "--cache", str(root / "cache")]) == 0
-    assert main(["train", "--variant", "all", "--config", "fmnist", "--config", "smoke",
-                 "--data", str(data), "--out", str(runs), "--no-progress", *EVAL]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--raw",
+                str(shared_data),
+                "--out",
+                str(data),
+                "--only",
+                SETS,
+                "--corrupt",
+                "fmnist_test",
+                "--fractals",
+                "64",
+                "--offline",
+                "--no-progress",
+                "--cache",
+                str(root / "cache"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--variant",
+                "all",
+                "--config",
+                "fmnist",
+                "--config",
+                "smoke",
+                "--data",
+                str(data),
+                "--out",
+                str(runs),
+                "--no-progress",
+                *EVAL,
+            ]
+        )
+        == 0
+    )
     dirs = [str(runs / f"{v}-s0") for v in VARIANTS]
-    assert main(["report", *dirs, "--data", str(data), "--out", str(root / "report"),
-                 "--no-progress"]) == 0
+    assert (
+        main(["report", *dirs, "--data", str(data), "--out", str(root / "report"), "--no-progress"])
+        == 0
+    )
     results = {v: json.loads((runs / f"{v}-s0" / "results.json").read_text()) for v in VARIANTS}
     return results, (root / "report" / "report.md").read_text()
 

@@ -95,10 +95,14 @@ def test_jit_off_parity(tmp_path):
     args = dict(n=3, size=16, seed=7, points=1024, start=5)
     jit = generate_fractals(**args)
     out = tmp_path / "nojit.npy"
-    run_python("import sys\n"
-               "import numpy as np\n"
-               "from fastmix.converters.fractals import generate_fractals\n"
-               f"np.save(sys.argv[1], generate_fractals(**{args!r}))\n", str(out), jit=False)
+    run_python(
+        "import sys\n"
+        "import numpy as np\n"
+        "from fastmix.converters.fractals import generate_fractals\n"
+        f"np.save(sys.argv[1], generate_fractals(**{args!r}))\n",
+        str(out),
+        jit=False,
+    )
     np.testing.assert_array_equal(np.load(out), jit)
 
 

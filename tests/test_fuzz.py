@@ -28,8 +28,9 @@ from fastmix.config import load_config, merge, parse_override, validate
 from fastmix.errors import ConfigError, DataError
 from tests.conftest import idx_bytes
 
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 _TMP = Path(tempfile.mkdtemp(prefix="fastmix-fuzz-"))
 atexit.register(shutil.rmtree, _TMP, True)
@@ -49,7 +50,7 @@ VALID_LABELS = idx_bytes(np.random.default_rng(0).integers(0, 10, 7))
 def _check_idx_array(arr: np.ndarray, data: bytes) -> None:
     assert arr.dtype == np.uint8
     ndim = data[3]
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     assert arr.shape == dims and len(data) == 4 + 4 * ndim + math.prod(dims)
 
 
@@ -83,8 +84,7 @@ def _headers(draw):
     ndim = draw(st.integers(1, 4))
     dims = draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim))
     dtype = draw(st.sampled_from([8, 8, 8, 9, 0x0D]))
-    payload = draw(st.binary(min_size=max(0, math.prod(dims) - 2),
-                             max_size=math.prod(dims) + 2))
+    payload = draw(st.binary(min_size=max(0, math.prod(dims) - 2), max_size=math.prod(dims) + 2))
     return bytes([0, 0, dtype, ndim]) + b"".join(d.to_bytes(4, "big") for d in dims) + payload
 
 
@@ -153,13 +153,47 @@ def test_read_idx_files_arbitrary_gzip_payload(data):
 _text = st.text(st.characters(codec="utf-8"), max_size=40)
 _override = st.one_of(
     _text,
-    st.builds(lambda s, k, v: f"{s}.{k}={v}",
-              st.sampled_from(["train", "eval", "oe", "augment", "data", "model", "x", ""]),
-              st.sampled_from(["lr", "epochs", "ood_sets", "kind", "seed", "log_every",
-                               "batch_size", "lambda", "nope", ""]),
-              st.one_of(_text, st.sampled_from(
-                  ["nan", "inf", "-inf", "-1", "0", "1e400", "[]", "['x']", "[1, 2]", "{a=1}",
-                   "true", "2024-01-01", "'cpu'", "\"\"\"x\"\"\"", "1\nx = 2", "9" * 30]))),
+    st.builds(
+        lambda s, k, v: f"{s}.{k}={v}",
+        st.sampled_from(["train", "eval", "oe", "augment", "data", "model", "x", ""]),
+        st.sampled_from(
+            [
+                "lr",
+                "epochs",
+                "ood_sets",
+                "kind",
+                "seed",
+                "log_every",
+                "batch_size",
+                "lambda",
+                "nope",
+                "",
+            ]
+        ),
+        st.one_of(
+            _text,
+            st.sampled_from(
+                [
+                    "nan",
+                    "inf",
+                    "-inf",
+                    "-1",
+                    "0",
+                    "1e400",
+                    "[]",
+                    "['x']",
+                    "[1, 2]",
+                    "{a=1}",
+                    "true",
+                    "2024-01-01",
+                    "'cpu'",
+                    '"""x"""',
+                    "1\nx = 2",
+                    "9" * 30,
+                ]
+            ),
+        ),
+    ),
 )
 
 
@@ -183,13 +217,36 @@ def test_overrides_never_crash(text):
     validate(cfg)  # what load_config returns is valid
 
 
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), _text,
-                    st.lists(_text, max_size=3), st.lists(st.integers(), max_size=3))
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    _text,
+    st.lists(_text, max_size=3),
+    st.lists(st.integers(), max_size=3),
+)
 _section = st.sampled_from(["train", "eval", "oe", "augment", "data", "model", "variant", "zz"])
-_key = st.sampled_from(["lr", "epochs", "ood_sets", "kind", "seed", "ratio", "width", "name",
-                        "dir", "momentum", "n_ood", "sp_amount", "zz"])
-_update = st.dictionaries(_section, st.one_of(_scalar, st.dictionaries(_key, _scalar, max_size=4)),
-                          max_size=3)
+_key = st.sampled_from(
+    [
+        "lr",
+        "epochs",
+        "ood_sets",
+        "kind",
+        "seed",
+        "ratio",
+        "width",
+        "name",
+        "dir",
+        "momentum",
+        "n_ood",
+        "sp_amount",
+        "zz",
+    ]
+)
+_update = st.dictionaries(
+    _section, st.one_of(_scalar, st.dictionaries(_key, _scalar, max_size=4)), max_size=3
+)
 
 
 @FUZZ
@@ -242,14 +299,25 @@ def _checkpoint_bytes() -> bytes:
 
     model = build_model("convnet", 4)
     path = _TMP / "valid.pt"
-    save_checkpoint(path, {"config_hash": "x", "variant": "base", "epoch": 0, "step": 0,
-                           "model": model.state_dict(), "optimizer": {}, "best_val_acc": 0.0})
+    save_checkpoint(
+        path,
+        {
+            "config_hash": "x",
+            "variant": "base",
+            "epoch": 0,
+            "step": 0,
+            "model": model.state_dict(),
+            "optimizer": {},
+            "best_val_acc": 0.0,
+        },
+    )
     assert torch.load(io.BytesIO(path.read_bytes()), weights_only=True)["format"] == 1
     return path.read_bytes()
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(edits=_edits, cut=_cut, extra=_extra)
 @example(edits=[(0, 129)], cut=None, extra=b"")  # found: IndexError from the unpickler
 def test_mutated_checkpoints_are_refused_cleanly(edits, cut, extra):

@@ -138,8 +138,9 @@ def ref_salt_pepper(x, seed, epoch, index, amount):
     return out
 
 
-def _plans(n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=pillow_ops.N_OPS_BASIC,
-           bank=(7, 32, 32)):
+def _plans(
+    n, seed=0, epoch=0, k=4, beta=3.0, severity=3.0, n_ops=pillow_ops.N_OPS_BASIC, bank=(7, 32, 32)
+):
     idx = np.arange(n, dtype=np.int64)
     return pixmix.draw_pixmix_plans(seed, epoch, idx, bank, H, W, k, beta, severity, n_ops)
 
@@ -338,8 +339,9 @@ def test_coins_are_fair_and_ops_uniform(many_plans):
 def test_get_ab_follows_its_beta_laws(many_plans):
     p = many_plans
     r = p[:, pixmix.P_ROUNDS].astype(int)
-    ab = np.concatenate([p[r > j, 8 + 7 * j + pixmix.R_A : 8 + 7 * j + pixmix.R_B + 1]
-                         for j in range(4)])
+    ab = np.concatenate(
+        [p[r > j, 8 + 7 * j + pixmix.R_A : 8 + 7 * j + pixmix.R_B + 1] for j in range(4)]
+    )
     a, b = ab[:, 0], ab[:, 1]
     first = a < 1.0  # branch 1: a ~ Beta(3,1) < 1, b > 0; branch 2: a = 1 + Beta(1,3) > 1, b < 0
     assert np.all((b > 0) == first)

@@ -21,8 +21,19 @@ from scipy import ndimage
 from fastmix.errors import DataError
 from tests.conftest import run_python
 
-RANDOM = {"shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "rotate",
-          "translate", "fog", "spatter", "dotted_line", "zigzag"}
+RANDOM = {
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "rotate",
+    "translate",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+}
 FIXED = set(mc.CORRUPTIONS) - RANDOM
 
 
@@ -34,11 +45,11 @@ def synthetic_digits(n: int, seed: int = 0) -> np.ndarray:
     for i in range(n):
         r0, c0 = rng.integers(5, 9), rng.integers(6, 10)
         h, w = rng.integers(11, 15), rng.integers(8, 12)
-        out[i, r0:r0 + h, c0:c0 + w] = 255
-        out[i, r0 + 3:r0 + h - 3, c0 + 3:c0 + w - 3] = 0
+        out[i, r0 : r0 + h, c0 : c0 + w] = 255
+        out[i, r0 + 3 : r0 + h - 3, c0 + 3 : c0 + w - 3] = 0
         for t in range(12):
             c = c0 + w // 2 + (t - 6) // 3
-            out[i, r0 + t:r0 + t + 2, c:c + 2] = 255
+            out[i, r0 + t : r0 + t + 2, c : c + 2] = 255
     return out
 
 
@@ -60,9 +71,22 @@ def digits(request) -> np.ndarray:
 
 def test_names_and_version():
     assert mc.CORRUPTIONS == (
-        "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-        "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag",
-        "canny_edges")
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "shear",
+        "scale",
+        "rotate",
+        "brightness",
+        "translate",
+        "stripe",
+        "fog",
+        "spatter",
+        "dotted_line",
+        "zigzag",
+        "canny_edges",
+    )
     assert isinstance(mc.GENERATOR_VERSION, str) and mc.GENERATOR_VERSION
 
 
@@ -86,8 +110,10 @@ def test_dtype_shape_determinism(name, digits):
 def test_independent_of_chunking(name):
     x = synthetic_digits(mc.CHUNK + 60, seed=1)
     full = mc.corrupt(x, name, seed=3)
-    parts = [mc.corrupt(x[a:b], name, seed=3, start=a)
-             for a, b in ((0, 5), (5, 200), (200, mc.CHUNK + 30), (mc.CHUNK + 30, len(x)))]
+    parts = [
+        mc.corrupt(x[a:b], name, seed=3, start=a)
+        for a, b in ((0, 5), (5, 200), (200, mc.CHUNK + 30), (mc.CHUNK + 30, len(x)))
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), full)
 
 
@@ -119,8 +145,12 @@ def test_translate_is_an_exact_3px_shift():
     y = mc.corrupt(x, "translate", seed=11)
     seen = set()
     for xi, yi in zip(x, y, strict=True):
-        hits = [(dr, dc) for dr in (-3, 3) for dc in (-3, 3)
-                if np.array_equal(yi, np.roll(xi, (dr, dc), axis=(0, 1)))]
+        hits = [
+            (dr, dc)
+            for dr in (-3, 3)
+            for dc in (-3, 3)
+            if np.array_equal(yi, np.roll(xi, (dr, dc), axis=(0, 1)))
+        ]
         assert len(hits) == 1
         seen.add(hits[0])
     assert seen == {(-3, -3), (-3, 3), (3, -3), (3, 3)}
@@ -128,8 +158,9 @@ def test_translate_is_an_exact_3px_shift():
 
 def reference_warp(img: np.ndarray, col_in, row_in) -> np.ndarray:
     """Bilinear sampling at (row_in, col_in), zero outside: scipy map_coordinates."""
-    return ndimage.map_coordinates(img.astype(np.float64), [row_in, col_in], order=1,
-                                   mode="grid-constant", cval=0.0)
+    return ndimage.map_coordinates(
+        img.astype(np.float64), [row_in, col_in], order=1, mode="grid-constant", cval=0.0
+    )
 
 
 def inverse_coords(kind: str, v: float):
@@ -142,15 +173,18 @@ def inverse_coords(kind: str, v: float):
     return 13.5 + u * v, 13.5 + w * v  # scale
 
 
-@pytest.mark.parametrize("kind,values", [("rotate", (0.4, -0.4)), ("shear", (0.4, -0.4)),
-                                         ("scale", (1 / 0.7,))])
+@pytest.mark.parametrize(
+    "kind,values", [("rotate", (0.4, -0.4)), ("shear", (0.4, -0.4)), ("scale", (1 / 0.7,))]
+)
 def test_affine_matches_independent_warp(kind, values, digits):
     """Agreement within 1 grey level (float rounding at .5 boundaries), per image one sign."""
     y = mc.corrupt(digits, kind, seed=5).astype(int)
     used = set()
     for xi, yi in zip(digits, y, strict=True):
-        errs = {v: np.abs(np.clip(reference_warp(xi, *inverse_coords(kind, v)), 0, 255)
-                          - yi).max() for v in values}
+        errs = {
+            v: np.abs(np.clip(reference_warp(xi, *inverse_coords(kind, v)), 0, 255) - yi).max()
+            for v in values
+        }
         best = min(errs, key=errs.get)
         assert errs[best] <= 1.0, errs
         used.add(best)
@@ -178,7 +212,7 @@ def test_impulse_noise_fraction_and_balance():
 def expected_shot_mean(v: int) -> float:
     """255/3 E[min(X, 3)] for X ~ Poisson(3 v / 255)."""
     lam = 3 * v / 255
-    p = [math.exp(-lam) * lam ** k / math.factorial(k) for k in range(3)]
+    p = [math.exp(-lam) * lam**k / math.factorial(k) for k in range(3)]
     return 85 * (sum(k * pk for k, pk in enumerate(p)) + 3 * (1 - sum(p)))
 
 
@@ -344,12 +378,15 @@ def test_jit_parity_plasma(tmp_path):
     keys = [99, 2**63, 2**64 - 1]
     jit = mc.plasma_fractal(np.array(keys, np.uint64), mapsize=32, size=20)
     out = tmp_path / "nojit.npy"
-    run_python("import sys\n"
-               "import numpy as np\n"
-               "from fastmix.converters import mnist_c as mc\n"
-               f"keys = np.array({keys!r}, np.uint64)\n"
-               "np.save(sys.argv[1], mc.plasma_fractal(keys, mapsize=32, size=20))\n",
-               str(out), jit=False)
+    run_python(
+        "import sys\n"
+        "import numpy as np\n"
+        "from fastmix.converters import mnist_c as mc\n"
+        f"keys = np.array({keys!r}, np.uint64)\n"
+        "np.save(sys.argv[1], mc.plasma_fractal(keys, mapsize=32, size=20))\n",
+        str(out),
+        jit=False,
+    )
     np.testing.assert_array_equal(np.load(out), jit)
 
 
@@ -364,9 +401,16 @@ def test_plasma_fractal_range():
 # --- official data ------------------------------------------------------------------------
 
 
-def write_tree(root: Path, corruption: str = "fog", n: int = 5, *, prefix: str = "mnist_c",
-               images: np.ndarray | None = None, labels: np.ndarray | None = None,
-               skip: str | None = None) -> Path:
+def write_tree(
+    root: Path,
+    corruption: str = "fog",
+    n: int = 5,
+    *,
+    prefix: str = "mnist_c",
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    skip: str | None = None,
+) -> Path:
     folder = root / prefix / corruption if prefix else root / corruption
     folder.mkdir(parents=True, exist_ok=True)
     imgs = synthetic_digits(n)[..., None] if images is None else images
@@ -397,14 +441,17 @@ def test_load_official(tmp_path, layout):
 
 
 @pytest.mark.parametrize("as_zip", [False, True])
-@pytest.mark.parametrize("fault,kwargs,message", [
-    ("wrong shape", {"images": np.zeros((5, 28, 27, 1), np.uint8)}, r"test_images\.npy.*shape"),
-    ("count", {"labels": np.arange(4)}, r"test_labels\.npy.*4 labels.*5 images"),
-    ("missing", {"skip": "test_labels"}, r"test_labels\.npy.*not found"),
-    ("label range", {"labels": np.array([0, 1, 2, 3, 10])}, r"test_labels\.npy.*0\.\.9"),
-    ("dtype", {"images": np.zeros((5, 28, 28, 1), np.float32)}, r"test_images\.npy.*uint8"),
-    ("pickle", {"labels": np.array([0, 1, 2, 3, "x"], dtype=object)}, r"test_labels\.npy"),
-])
+@pytest.mark.parametrize(
+    "fault,kwargs,message",
+    [
+        ("wrong shape", {"images": np.zeros((5, 28, 27, 1), np.uint8)}, r"test_images\.npy.*shape"),
+        ("count", {"labels": np.arange(4)}, r"test_labels\.npy.*4 labels.*5 images"),
+        ("missing", {"skip": "test_labels"}, r"test_labels\.npy.*not found"),
+        ("label range", {"labels": np.array([0, 1, 2, 3, 10])}, r"test_labels\.npy.*0\.\.9"),
+        ("dtype", {"images": np.zeros((5, 28, 28, 1), np.float32)}, r"test_images\.npy.*uint8"),
+        ("pickle", {"labels": np.array([0, 1, 2, 3, "x"], dtype=object)}, r"test_labels\.npy"),
+    ],
+)
 def test_load_official_errors(tmp_path, as_zip, fault, kwargs, message):
     src = tmp_path / "src"
     write_tree(src, **kwargs)

@@ -47,10 +47,16 @@ def test_lenet_oe_is_the_oe_papers_network():
     ours = LeNetOE()
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     assert shapes == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    assert shapes == {"conv1.weight": (10, 1, 5, 5), "conv1.bias": (10,),
-                      "conv2.weight": (20, 10, 5, 5), "conv2.bias": (20,),
-                      "fc1.weight": (50, 320), "fc1.bias": (50,), "fc2.weight": (10, 50),
-                      "fc2.bias": (10,)}
+    assert shapes == {
+        "conv1.weight": (10, 1, 5, 5),
+        "conv1.bias": (10,),
+        "conv2.weight": (20, 10, 5, 5),
+        "conv2.bias": (20,),
+        "fc1.weight": (50, 320),
+        "fc1.bias": (50,),
+        "fc2.weight": (10, 50),
+        "fc2.bias": (10,),
+    }
     ours.load_state_dict(ref.state_dict())
     x = torch.rand(8, 1, 28, 28)
     torch.testing.assert_close(ours.eval()(x), ref.eval()(x), rtol=0, atol=0)
@@ -78,7 +84,12 @@ def test_oe_paper_preset_is_the_papers_recipe():
     t = base["train"]
     assert base["model"]["name"] == "lenet_oe"
     assert (t["batch_size"], t["lr"], t["momentum"], t["weight_decay"], t["epochs"]) == (
-        50, 0.01, 0.9, 0.0, 10)
+        50,
+        0.01,
+        0.9,
+        0.0,
+        10,
+    )
     assert (t["schedule"], t["lr_min"], t["precision"]) == ("cosine", 1e-6, "fp32")
     assert oe["oe"]["enabled"] and oe["oe"]["ratio"] == 2 and oe["oe"]["lambda"] == 0.5
     assert base["augment"]["kind"] == "none" and base["variant"]["presets"] == ["oe_paper"]
@@ -88,8 +99,13 @@ def test_oe_paper_preset_is_the_papers_recipe():
 def test_every_model_trains_a_step_on_every_variant(name, data_dir, tmp_path):
     from fastmix.train.trainer import RunRequest, train_runs
 
-    extra = [f"data.dir='{data_dir}'", f"model.name='{name}'", "model.width=4",
-             "train.max_steps=1", "train.device='cpu'"]
+    extra = [
+        f"data.dir='{data_dir}'",
+        f"model.name='{name}'",
+        "model.width=4",
+        "train.max_steps=1",
+        "train.device='cpu'",
+    ]
     requests = [RunRequest(load_config(v, ["smoke"], extra), tmp_path / v) for v in VARIANTS]
     results = train_runs(requests, progress=False)
     assert [r.steps for r in results] == [1] * len(VARIANTS)

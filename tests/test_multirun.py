@@ -24,8 +24,14 @@ from fastmix.train.run import Run
 from fastmix.train.trainer import RunRequest, train, train_runs
 
 VARIANTS = ("base", "sp_oe", "pixmix")
-SETTINGS = ["train.max_steps=10", "train.log_every=1", "train.device='cpu'", "model.name='lenet'",
-            "model.width=4", "train.ckpt_every=4"]
+SETTINGS = [
+    "train.max_steps=10",
+    "train.log_every=1",
+    "train.device='cpu'",
+    "model.name='lenet'",
+    "model.width=4",
+    "train.ckpt_every=4",
+]
 
 
 def _cfg(variant, data_dir, *extra):
@@ -75,16 +81,17 @@ def test_runs_trained_together_equal_runs_trained_alone(alone, data_dir, tmp_pat
     """Three variants from one stream on two worker threads: every run's weights, momentum,
     dropout generator and step losses equal its solo run's, bit for bit."""
     cfgs = [_cfg(v, data_dir, "train.workers=2") for v in VARIANTS]
-    results = train_runs([RunRequest(c, tmp_path / v) for c, v in zip(cfgs, VARIANTS,
-                                                                        strict=True)],
-                         progress=False)
+    results = train_runs(
+        [RunRequest(c, tmp_path / v) for c, v in zip(cfgs, VARIANTS, strict=True)], progress=False
+    )
     assert [r.steps for r in results] == [10, 10, 10]
     for v in VARIANTS:
         _assert_same(alone / v, tmp_path / v)
 
 
-def test_a_multi_run_job_stopped_by_sigterm_resumes_bit_identically(alone, data_dir, tmp_path,
-                                                                     monkeypatch):
+def test_a_multi_run_job_stopped_by_sigterm_resumes_bit_identically(
+    alone, data_dir, tmp_path, monkeypatch
+):
     """SIGTERM while three runs train together (one core): every run writes its checkpoint at
     the same step boundary, the message names each run and its step, and resuming all three
     gives each one its solo run's final state."""
@@ -106,7 +113,6 @@ def test_a_multi_run_job_stopped_by_sigterm_resumes_bit_identically(alone, data_
         assert load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"] == 6
         assert "stopped by SIGTERM at step 6" in (tmp_path / v / "train.log").read_text()
     with _one_core():
-        train_runs([RunRequest(None, tmp_path / v, resume=True) for v in VARIANTS],
-                   progress=False)
+        train_runs([RunRequest(None, tmp_path / v, resume=True) for v in VARIANTS], progress=False)
     for v in VARIANTS:
         _assert_same(alone / v, tmp_path / v)

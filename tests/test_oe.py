@@ -11,10 +11,14 @@ from fastmix.train.oe import oe_loss, uniform_cross_entropy
 
 
 def test_oe_loss_by_hand():
-    logits = torch.tensor([[2.0, 0.0, 0.0],    # ID, label 0
-                           [0.0, 1.0, 3.0],    # ID, label 2
-                           [1.0, 1.0, 1.0],    # outlier, already uniform
-                           [3.0, 0.0, 0.0]])   # outlier, confident
+    logits = torch.tensor(
+        [
+            [2.0, 0.0, 0.0],  # ID, label 0
+            [0.0, 1.0, 3.0],  # ID, label 2
+            [1.0, 1.0, 1.0],  # outlier, already uniform
+            [3.0, 0.0, 0.0],
+        ]
+    )  # outlier, confident
     labels = torch.tensor([0, 2])
 
     def ce(z, y):

@@ -6,7 +6,6 @@ the order."""
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numba
 import numpy as np
@@ -332,10 +331,18 @@ def test_one_decode_per_batch_for_all_views(data):
     views = Views([AUG["none"], AUG["sp"], AUG["pixmix"]], 1, data["bank"])
     Compiler.set_enabled(False)
     try:
-        loader = Loader(str(data["train"]), batch_size=BATCH, num_workers=1,
-                        order=OrderOption.RANDOM, seed=1, drop_last=True,
-                        pipelines={"image": [_CountingDecoder(), views, ToTensor()],
-                                   "label": [IntDecoder(), ToTensor()]})
+        loader = Loader(
+            str(data["train"]),
+            batch_size=BATCH,
+            num_workers=1,
+            order=OrderOption.RANDOM,
+            seed=1,
+            drop_last=True,
+            pipelines={
+                "image": [_CountingDecoder(), views, ToTensor()],
+                "label": [IntDecoder(), ToTensor()],
+            },
+        )
         _CountingDecoder.calls = 0
         batches = sum(1 for x, _ in loader if x.shape[1] == 3)
     finally:

@@ -56,11 +56,14 @@ def _mnist_t10k(raw: Path, rng_seed: int = 0) -> tuple[Path, Path]:
     return img, lab
 
 
-@pytest.mark.parametrize("fault,message", [
-    ("truncated gzip", "corrupt or truncated gzip data"),
-    ("corrupt gzip", "corrupt or truncated gzip data"),
-    ("checksum", "checksum mismatch for mnist/t10k-images-idx3-ubyte.gz: content md5"),
-])
+@pytest.mark.parametrize(
+    "fault,message",
+    [
+        ("truncated gzip", "corrupt or truncated gzip data"),
+        ("corrupt gzip", "corrupt or truncated gzip data"),
+        ("checksum", "checksum mismatch for mnist/t10k-images-idx3-ubyte.gz: content md5"),
+    ],
+)
 def test_convert_cli_refuses_bad_raw_files(tmp_path, capsys, fault, message):
     """The real catalog's published checksums are checked first; a file that is not even a
     readable gzip says so (not just 'checksum mismatch')."""
@@ -72,8 +75,11 @@ def test_convert_cli_refuses_bad_raw_files(tmp_path, capsys, fault, message):
         data[30:60] = b"\xff" * 30
         img.write_bytes(bytes(data))
     out = tmp_path / "out"
-    code = main(convert_argv(tmp_path, "--raw", str(tmp_path / "raw"), "--out", str(out),
-                             "--only", "mnist_test"))
+    code = main(
+        convert_argv(
+            tmp_path, "--raw", str(tmp_path / "raw"), "--out", str(out), "--only", "mnist_test"
+        )
+    )
     printed = capsys.readouterr().out
     assert code == 1
     assert "FAILED mnist_test" in printed and str(img) in printed and message in printed
@@ -84,15 +90,22 @@ _IMGS = idx_bytes(np.zeros((4, 28, 28)))
 _LABS = idx_bytes(np.arange(4))
 
 
-@pytest.mark.parametrize("images,labels,bad_file,message", [
-    (b"\x00\x00\x08\x01" + _IMGS[4:], _LABS, "t10k-images", "wrong IDX magic 0x00000801"),
-    (_IMGS[:-100], _LABS, "t10k-images", "does not match dimensions (4, 28, 28)"),
-    (_IMGS + b"\0", _LABS, "t10k-images", "does not match dimensions"),
-    (idx_bytes(np.zeros((4, 32, 32))), _LABS, "t10k-images",
-     "images are (32, 32), expected (28, 28)"),
-    (_IMGS, idx_bytes(np.arange(5)), "t10k-labels", "4 images but"),
-    (_IMGS, idx_bytes([1, 2, 99, 3]), "t10k-labels", "label 99 at index 2 is out of range"),
-])
+@pytest.mark.parametrize(
+    "images,labels,bad_file,message",
+    [
+        (b"\x00\x00\x08\x01" + _IMGS[4:], _LABS, "t10k-images", "wrong IDX magic 0x00000801"),
+        (_IMGS[:-100], _LABS, "t10k-images", "does not match dimensions (4, 28, 28)"),
+        (_IMGS + b"\0", _LABS, "t10k-images", "does not match dimensions"),
+        (
+            idx_bytes(np.zeros((4, 32, 32))),
+            _LABS,
+            "t10k-images",
+            "images are (32, 32), expected (28, 28)",
+        ),
+        (_IMGS, idx_bytes(np.arange(5)), "t10k-labels", "4 images but"),
+        (_IMGS, idx_bytes([1, 2, 99, 3]), "t10k-labels", "label 99 at index 2 is out of range"),
+    ],
+)
 def test_convert_refuses_malformed_idx(tmp_path, images, labels, bad_file, message):
     spec, folder = kmnist_like(tmp_path, images, labels)
     resolver = offline_resolver(tmp_path)
@@ -123,8 +136,11 @@ def test_fractal_folder_with_bad_files_names_every_one(tmp_path, capsys):
     os.mkfifo(folder / "pipe.png")  # open() on a FIFO blocks forever: must be refused, not read
     (folder / "notes.txt").write_text("ignored: not a picture extension")
     out = tmp_path / "out"
-    code = main(convert_argv(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
-                             "--out", str(out)))
+    code = main(
+        convert_argv(
+            tmp_path, "--fractal-folder", str(folder), "--only", "fractals", "--out", str(out)
+        )
+    )
     printed = capsys.readouterr().out
     assert code == 1
     assert f"FAILED fractals: {folder}: 5 of 6 picture files cannot be read" in printed
@@ -135,10 +151,13 @@ def test_fractal_folder_with_bad_files_names_every_one(tmp_path, capsys):
     _nothing_written(out)
 
 
-@pytest.mark.parametrize("setup,message", [
-    ("missing", "not a folder"),
-    ("no pictures", "no pictures found"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        ("missing", "not a folder"),
+        ("no pictures", "no pictures found"),
+    ],
+)
 def test_fractal_folder_missing_or_without_pictures(tmp_path, capsys, setup, message):
     folder = tmp_path / "pics"
     if setup == "no pictures":
@@ -146,19 +165,25 @@ def test_fractal_folder_missing_or_without_pictures(tmp_path, capsys, setup, mes
         (folder / "readme.txt").write_text("nothing here")
         (folder / ".hidden.png").write_bytes(b"hidden files are ignored")
     out = tmp_path / "out"
-    code = main(convert_argv(tmp_path, "--fractal-folder", str(folder), "--only", "fractals",
-                             "--out", str(out)))
+    code = main(
+        convert_argv(
+            tmp_path, "--fractal-folder", str(folder), "--only", "fractals", "--out", str(out)
+        )
+    )
     printed = capsys.readouterr().out
     assert code == 1 and f"{folder}: {message}" in printed
     _nothing_written(out)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--fractals", "0"], "--fractals 0: must be >= 1"),
-    (["--fractal-size", "4"], "--fractal-size 4: must be >= 8"),
-    (["--corrupt", "cifar10_test"], "--corrupt cifar10_test: not a clean 28x28 set; valid:"),
-    (["--only", "mnistt"], "unknown dataset 'mnistt'; valid names:"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--fractals", "0"], "--fractals 0: must be >= 1"),
+        (["--fractal-size", "4"], "--fractal-size 4: must be >= 8"),
+        (["--corrupt", "cifar10_test"], "--corrupt cifar10_test: not a clean 28x28 set; valid:"),
+        (["--only", "mnistt"], "unknown dataset 'mnistt'; valid names:"),
+    ],
+)
 def test_convert_bad_options(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     assert main(convert_argv(tmp_path, "--out", str(out), "--only", "fractals", *args)) == 2
@@ -193,11 +218,13 @@ def test_train_out_under_a_regular_file(tmp_path, capsys, data_dir):
     """Real betons, so the one fault left is the output folder (betons are checked first)."""
     (tmp_path / "file").write_text("a regular file")
     out = tmp_path / "file" / "runs"
-    code = main(["train", "--config", "smoke", "--out", str(out), "--data", str(data_dir),
-                 "--no-progress"])
+    code = main(
+        ["train", "--config", "smoke", "--out", str(out), "--data", str(data_dir), "--no-progress"]
+    )
     assert code == 2
     assert f"{out / 'base-s0'}: cannot create the run directory (Not a directory" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 @contextlib.contextmanager
@@ -205,12 +232,21 @@ def _lock_held_elsewhere(folder: Path, what: str):
     """Another process holding ``folder``'s lock (``fastmix.files``) as ``what`` until the block
     ends, when it is SIGKILLed (which frees the lock at once)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
-         "from fastmix.files import folder_lock\n"
-         "with folder_lock(sys.argv[1], sys.argv[2]):\n"
-         "    print('locked', flush=True)\n"
-         "    time.sleep(120)\n", str(folder), what],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from fastmix.files import folder_lock\n"
+            "with folder_lock(sys.argv[1], sys.argv[2]):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(120)\n",
+            str(folder),
+            what,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         yield holder
@@ -230,7 +266,8 @@ def test_a_second_convert_into_a_locked_folder_is_refused(tmp_path, capsys):
         assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 2
         err = capsys.readouterr().err
         assert f"{out}: another fastmix convert is writing this folder (process {holder.pid})" in (
-            err)
+            err
+        )
         assert not list(out.glob("*.beton*")) and not (out / "manifest.json").exists()
     assert main(convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")) == 0
     assert load_manifest(out)["betons"].keys() == {"gaussian_noise"}
@@ -242,11 +279,24 @@ def test_a_second_training_of_one_run_directory_is_refused(tmp_path, capsys, dat
     run = tmp_path / "runs" / "base-s0"
     run.mkdir(parents=True)
     with _lock_held_elsewhere(run, "fastmix eval") as holder:
-        code = main(["train", "--variant", "base", "--config", "smoke", "--data", str(data_dir),
-                     "--out", str(tmp_path / "runs"), "--no-progress"])
+        code = main(
+            [
+                "train",
+                "--variant",
+                "base",
+                "--config",
+                "smoke",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(tmp_path / "runs"),
+                "--no-progress",
+            ]
+        )
         assert code == 2
         assert f"{run}: another fastmix eval is writing this folder (process {holder.pid})" in (
-            capsys.readouterr().err)  # the holder's own command is named
+            capsys.readouterr().err
+        )  # the holder's own command is named
         assert sorted(p.name for p in run.iterdir()) == [".lock"]
 
 
@@ -258,8 +308,11 @@ def mounted(tmp_path):
     def mount(options: str, name: str = "mnt") -> Path:
         point = tmp_path / name
         point.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()})")
         points.append(point)
@@ -272,14 +325,15 @@ def mounted(tmp_path):
 
 def test_read_only_output_folder(mounted, tmp_path, capsys, data_dir):
     ro = mounted("ro,size=1m")
-    assert main(convert_argv(tmp_path, "--out", str(ro / "data"),
-                             "--only", "gaussian_noise")) == 2
+    assert main(convert_argv(tmp_path, "--out", str(ro / "data"), "--only", "gaussian_noise")) == 2
     assert f"{ro / 'data'}: cannot create output folder (Read-only file system)" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     assert main(convert_argv(tmp_path, "--out", str(ro), "--only", "gaussian_noise")) == 2
     assert f"{ro}: output folder is not writable" in capsys.readouterr().err
-    code = main(["train", "--config", "smoke", "--out", str(ro), "--data", str(data_dir),
-                 "--no-progress"])
+    code = main(
+        ["train", "--config", "smoke", "--out", str(ro), "--data", str(data_dir), "--no-progress"]
+    )
     assert code == 2
     assert "cannot create the run directory (Read-only file system" in capsys.readouterr().err
 
@@ -316,12 +370,23 @@ def test_file_size_limit(tmp_path, sigxfsz):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     res = subprocess.run(
-        [sys.executable, "-c", _LIMITED, sigxfsz,
-         *convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            _LIMITED,
+            sigxfsz,
+            *convert_argv(tmp_path, "--out", str(out), "--only", "gaussian_noise"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"FAILED gaussian_noise: {out / 'gaussian_noise.beton'}: FFCV writer failed" in (
-        res.stdout)
+        res.stdout
+    )
     assert "file size limit (ulimit -f) 1048576 bytes" in res.stdout
     if sigxfsz == "ignore":
         assert "File too large" in res.stderr  # the worker's own OSError, on stderr
@@ -343,38 +408,62 @@ def test_manifest_write_failure_is_a_data_error(tmp_path):
         "    print(e)\n"
         "    raise SystemExit(3)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 3, res.stderr
     assert f"{tmp_path / 'manifest.json'}: cannot write the manifest (File too large)" in (
-        res.stdout)
+        res.stdout
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- configs ---
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--set", "train.lrr=0.1"], "unknown key train.lrr; valid keys: epochs, batch_size, lr"),
-    (["--set", "trian.lr=0.1"], "unknown section [trian]; valid sections: data, model"),
-    (["--set", "train.lr=-0.1"], "train.lr must be > 0"),
-    (["--set", "train.lr=inf"], "train.lr must be a finite number, got inf"),
-    (["--set", "train.lr=nan"], "train.lr must be a finite number, got nan"),
-    (["--set", "train.epochs=0"], "train.epochs must be >= 1"),
-    (["--set", "train.epochs=1.5"], "train.epochs: expected an integer, got 1.5"),
-    (["--set", "train.log_every=0"], "train.log_every must be >= 1"),
-    (["--seed", "-1"], "train.seed must be >= 0"),
-    (["--set", "augment.kind='cutmix'"], "augment.kind must be one of none, sp, pixmix"),
-    (["--set", "oe.ratio=0"], "oe.ratio must be >= 1"),
-    (["--set", "train.lr"], "expected section.key=value"),
-    (["--config", "nosuchpreset"], "unknown preset 'nosuchpreset'; valid presets:"),
-    (["--set", "eval.ood_sets=['fmnist_test', 'cifar10']"],
-     "eval.ood_sets: unknown set(s) 'cifar10'; valid: mnist_train, mnist_val, mnist_test, "),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "train.lrr=0.1"], "unknown key train.lrr; valid keys: epochs, batch_size, lr"),
+        (["--set", "trian.lr=0.1"], "unknown section [trian]; valid sections: data, model"),
+        (["--set", "train.lr=-0.1"], "train.lr must be > 0"),
+        (["--set", "train.lr=inf"], "train.lr must be a finite number, got inf"),
+        (["--set", "train.lr=nan"], "train.lr must be a finite number, got nan"),
+        (["--set", "train.epochs=0"], "train.epochs must be >= 1"),
+        (["--set", "train.epochs=1.5"], "train.epochs: expected an integer, got 1.5"),
+        (["--set", "train.log_every=0"], "train.log_every must be >= 1"),
+        (["--seed", "-1"], "train.seed must be >= 0"),
+        (["--set", "augment.kind='cutmix'"], "augment.kind must be one of none, sp, pixmix"),
+        (["--set", "oe.ratio=0"], "oe.ratio must be >= 1"),
+        (["--set", "train.lr"], "expected section.key=value"),
+        (["--config", "nosuchpreset"], "unknown preset 'nosuchpreset'; valid presets:"),
+        (
+            ["--set", "eval.ood_sets=['fmnist_test', 'cifar10']"],
+            "eval.ood_sets: unknown set(s) 'cifar10'; valid: mnist_train, mnist_val, mnist_test, ",
+        ),
+    ],
+)
 def test_train_refuses_bad_configs_before_writing(tmp_path, capsys, args, message):
     out = tmp_path / "runs"
-    code = main(["train", "--variant", "base", "--config", "smoke", "--out", str(out),
-                 "--data", str(tmp_path), "--no-progress", *args])
+    code = main(
+        [
+            "train",
+            "--variant",
+            "base",
+            "--config",
+            "smoke",
+            "--out",
+            str(out),
+            "--data",
+            str(tmp_path),
+            "--no-progress",
+            *args,
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
@@ -390,8 +479,22 @@ def test_train_and_eval_refuse_a_missing_gpu_before_writing(tmp_path, capsys, de
     directory (was: a RuntimeError traceback after the run directory had been written);
     ``fastmix eval --device cuda`` alike (was: torch's AssertionError from ``.to("cuda")``)."""
     out = tmp_path / "runs"
-    code = main(["train", "--variant", "base", "--config", "smoke", "--out", str(out),
-                 "--data", str(tmp_path), "--no-progress", "--set", f"train.device='{device}'"])
+    code = main(
+        [
+            "train",
+            "--variant",
+            "base",
+            "--config",
+            "smoke",
+            "--out",
+            str(out),
+            "--data",
+            str(tmp_path),
+            "--no-progress",
+            "--set",
+            f"train.device='{device}'",
+        ]
+    )
     assert code == 2
     assert f"device '{device}': CUDA is not available here" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
@@ -414,18 +517,24 @@ def test_unknown_variant_is_an_argparse_error(tmp_path, capsys):
 def test_config_with_a_bad_toml_file(tmp_path, capsys):
     bad = tmp_path / "mine.toml"
     bad.write_text("[train]\nlr = = 1\n")
-    code = main(["train", "--config", str(bad), "--out", str(tmp_path / "runs"),
-                 "--no-progress"])
+    code = main(["train", "--config", str(bad), "--out", str(tmp_path / "runs"), "--no-progress"])
     assert code == 2 and f"{bad}: invalid TOML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda t: t.replace('"fmnist_test"', '"cifar10"', 1),
-     "config.toml: eval.ood_sets: unknown set(s) 'cifar10'"),
-    (lambda t: t.replace("lr = 0.2", "lr = -1.0"), "config.toml: train.lr must be > 0"),
-    (lambda t: t.replace("[oe]", "[oe_renamed]"), "config.toml: not a complete fastmix run "
-                                                  "config (KeyError: 'oe')"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda t: t.replace('"fmnist_test"', '"cifar10"', 1),
+            "config.toml: eval.ood_sets: unknown set(s) 'cifar10'",
+        ),
+        (lambda t: t.replace("lr = 0.2", "lr = -1.0"), "config.toml: train.lr must be > 0"),
+        (
+            lambda t: t.replace("[oe]", "[oe_renamed]"),
+            "config.toml: not a complete fastmix run config (KeyError: 'oe')",
+        ),
+    ],
+)
 def test_eval_refuses_a_run_with_a_bad_config(tmp_path, capsys, edit, message):
     """An edited ``<run>/config.toml`` is checked again at eval time (and on --resume)."""
     run = tmp_path / "run"
@@ -438,4 +547,3 @@ def test_eval_refuses_a_run_with_a_bad_config(tmp_path, capsys, edit, message):
     assert not (run / "results.json").exists()
     code = main(["train", "--resume", str(run), "--no-progress"])
     assert code == 2 and message in capsys.readouterr().err
-

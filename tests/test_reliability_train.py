@@ -39,13 +39,30 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANT = "pixmix_oe"  # the most state to restore: PixMix draws and the outlier stream
 STEPS, CKPT_EVERY = 16, 4
 KILLS = int(os.environ.get("FASTMIX_TRAIN_KILLS", "3"))
-SETTINGS = [f"train.max_steps={STEPS}", f"train.ckpt_every={CKPT_EVERY}", "train.log_every=1",
-            "train.device='cpu'"]
+SETTINGS = [
+    f"train.max_steps={STEPS}",
+    f"train.ckpt_every={CKPT_EVERY}",
+    "train.log_every=1",
+    "train.device='cpu'",
+]
 
 
 def _train_cmd(data: Path, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "fastmix", "train", "--variant", VARIANT, "--config", "smoke",
-           "--data", str(data), "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastmix",
+        "train",
+        "--variant",
+        VARIANT,
+        "--config",
+        "smoke",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     for s in SETTINGS:
         cmd += ["--set", s]
     return cmd
@@ -54,8 +71,9 @@ def _train_cmd(data: Path, out: Path) -> list[str]:
 def _run(cmd: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as f:
         f.write(f"\n$ {' '.join(cmd)}\n".encode())
-        return subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _logged_steps(run: Path) -> int:
@@ -79,8 +97,9 @@ def reference(data_dir, tmp_path_factory) -> Path:
     return run
 
 
-def _kill_after(proc: subprocess.Popen, run: Path, target: int, rng: random.Random,
-                log: Path) -> int:
+def _kill_after(
+    proc: subprocess.Popen, run: Path, target: int, rng: random.Random, log: Path
+) -> int:
     """SIGKILL the whole process group once ``target`` steps are logged (plus up to 30 ms,
     so the kill also lands inside a step or a checkpoint write); the step reached."""
     try:
@@ -113,8 +132,12 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(reference, data_dir,
     out, log = tmp_path / "runs", tmp_path / "log.txt"
     run = out / f"{VARIANT}-s0"
     bounds = [(1, CKPT_EVERY - 1)] + [
-        (CKPT_EVERY + (STEPS - 4 - CKPT_EVERY) * k // (KILLS - 1),
-         CKPT_EVERY + (STEPS - 4 - CKPT_EVERY) * (k + 1) // (KILLS - 1)) for k in range(KILLS - 1)]
+        (
+            CKPT_EVERY + (STEPS - 4 - CKPT_EVERY) * k // (KILLS - 1),
+            CKPT_EVERY + (STEPS - 4 - CKPT_EVERY) * (k + 1) // (KILLS - 1),
+        )
+        for k in range(KILLS - 1)
+    ]
     proc = _run(_train_cmd(data_dir, out), log)
     reached = 0
     for i, (lo, hi) in enumerate(bounds):
@@ -123,18 +146,22 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(reference, data_dir,
         assert reached < STEPS
         last = run / "checkpoints" / "last.pt"
         saved = load_checkpoint(last)["step"] if last.exists() else 0
-        print(f"kill {i + 1}: SIGKILL after step {reached} (target {target}); last.pt holds "
-              f"step {saved}")
+        print(
+            f"kill {i + 1}: SIGKILL after step {reached} (target {target}); last.pt holds "
+            f"step {saved}"
+        )
         assert saved % CKPT_EVERY == 0 and saved <= reached
-        proc = _run([sys.executable, "-m", "fastmix", "train", "--resume", str(run),
-                     "--no-progress"], log)
+        proc = _run(
+            [sys.executable, "-m", "fastmix", "train", "--resume", str(run), "--no-progress"], log
+        )
     assert proc.wait(timeout=600) == 0, log.read_text()
     got = load_checkpoint(run / "checkpoints" / "last.pt")
     assert got["step"] == STEPS and got["config_hash"] == ref["config_hash"]
     for key, value in ref["model"].items():
         assert torch.equal(value, got["model"][key]), f"{key} differs"
-    for a, b in zip(ref["optimizer"]["state"].values(), got["optimizer"]["state"].values(),
-                    strict=True):
+    for a, b in zip(
+        ref["optimizer"]["state"].values(), got["optimizer"]["state"].values(), strict=True
+    ):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert _losses(run) == _losses(reference), "step log differs"
     assert got["best_val_acc"] == ref["best_val_acc"]
@@ -144,10 +171,30 @@ def test_non_finite_loss_through_the_cli(data_dir, tmp_path, capsys):
     """lr 1e30 blows the weights up: the CLI stops with status 2, names the step, keeps the
     last good checkpoint (every value finite) and writes no checkpoint after the bad step."""
     out = tmp_path / "runs"
-    code = main(["train", "--variant", "base", "--config", "smoke", "--data", str(data_dir),
-                 "--out", str(out), "--no-progress", "--set", "train.lr=1e30",
-                 "--set", "train.warmup_frac=0.0", "--set", "train.ckpt_every=1",
-                 "--set", "train.max_steps=30", "--set", "train.device='cpu'"])
+    code = main(
+        [
+            "train",
+            "--variant",
+            "base",
+            "--config",
+            "smoke",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.warmup_frac=0.0",
+            "--set",
+            "train.ckpt_every=1",
+            "--set",
+            "train.max_steps=30",
+            "--set",
+            "train.device='cpu'",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "fastmix train: error: non-finite" in err
@@ -157,8 +204,7 @@ def test_non_finite_loss_through_the_cli(data_dir, tmp_path, capsys):
     if last.exists():
         ckpt = load_checkpoint(last)
         assert ckpt["step"] <= step
-        assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
-                   if v.is_floating_point())
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def _wait_steps(proc: subprocess.Popen, run: Path, target: int, log: Path) -> None:
@@ -170,7 +216,8 @@ def _wait_steps(proc: subprocess.Popen, run: Path, target: int, log: Path) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_checkpoints_at_the_next_step_then_resume_equals_uninterrupted(
-        signum, reference, data_dir, tmp_path):
+    signum, reference, data_dir, tmp_path
+):
     """The first SIGTERM / SIGINT: no step is lost (the checkpoint holds every logged step),
     exit 128 + signal, the path printed; the resumed run equals the uninterrupted one."""
     out, log = tmp_path / "runs", tmp_path / "log.txt"
@@ -184,8 +231,9 @@ def test_signal_checkpoints_at_the_next_step_then_resume_equals_uninterrupted(
     assert saved == _logged_steps(run) >= 6 and saved < STEPS
     assert f"stopped by {signal.Signals(signum).name}" in text
     assert f"{VARIANT}-s0: step {saved}/{STEPS}" in text and "last.pt" in text
-    resumed = _run([sys.executable, "-m", "fastmix", "train", "--resume", str(run),
-                    "--no-progress"], log)
+    resumed = _run(
+        [sys.executable, "-m", "fastmix", "train", "--resume", str(run), "--no-progress"], log
+    )
     assert resumed.wait(timeout=600) == 0, log.read_text()
     ref, got = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (reference, run))
     for key, value in ref["model"].items():
@@ -198,8 +246,20 @@ def test_sigterm_stops_all_six_runs_of_one_job_and_each_resumes(data_dir, tmp_pa
     """``--variant all``: six runs in one process. SIGTERM: every run checkpoints at the same
     step and is named with it; resuming each finishes it with its uninterrupted weights."""
     settings = ["--set", "train.max_steps=10", "--set", "train.log_every=1"]
-    base = [sys.executable, "-m", "fastmix", "train", "--variant", "all", "--config", "smoke",
-            "--data", str(data_dir), "--no-progress", *settings]
+    base = [
+        sys.executable,
+        "-m",
+        "fastmix",
+        "train",
+        "--variant",
+        "all",
+        "--config",
+        "smoke",
+        "--data",
+        str(data_dir),
+        "--no-progress",
+        *settings,
+    ]
     log = tmp_path / "log.txt"
     ref = _run([*base, "--out", str(tmp_path / "ref")], log)
     assert ref.wait(timeout=600) == 0, log.read_text()
@@ -208,8 +268,10 @@ def test_sigterm_stops_all_six_runs_of_one_job_and_each_resumes(data_dir, tmp_pa
     _wait_steps(proc, out / "pixmix_oe-s0", 4, log)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 143, log.read_text()
-    steps = {v: load_checkpoint(out / f"{v}-s0" / "checkpoints" / "last.pt")["step"]
-             for v in VARIANTS_ALL}
+    steps = {
+        v: load_checkpoint(out / f"{v}-s0" / "checkpoints" / "last.pt")["step"]
+        for v in VARIANTS_ALL
+    }
     assert len(set(steps.values())) == 1 and 4 <= steps["base"] < 10
     text = log.read_text()
     assert all(f"{v}-s0: step {steps[v]}/10" in text for v in VARIANTS_ALL)
@@ -237,8 +299,9 @@ def test_a_second_signal_exits_at_once_and_nothing_half_written_is_trusted(data_
     if last.exists():
         assert load_checkpoint(last)["step"] <= _logged_steps(run)
     assert not (run / "done.json").exists()
-    resumed = _run([sys.executable, "-m", "fastmix", "train", "--resume", str(run),
-                    "--no-progress"], log)
+    resumed = _run(
+        [sys.executable, "-m", "fastmix", "train", "--resume", str(run), "--no-progress"], log
+    )
     assert resumed.wait(timeout=600) == 0, log.read_text()
     assert load_checkpoint(last)["step"] == STEPS and (run / "done.json").is_file()
     assert not list(run.rglob("*.tmp-*"))
@@ -248,9 +311,26 @@ def test_a_second_signal_exits_at_once_and_nothing_half_written_is_trusted(data_
 def test_progress_moves_within_the_first_epoch(data_dir, tmp_path):
     """One bar for the job, redrawn while the first epoch runs (its frames counted in the
     captured stderr before the first epoch's log line), with images/s and an ETA."""
-    cmd = [sys.executable, "-m", "fastmix", "train", "--variant", "base", "--config", "lenet",
-           "--data", str(data_dir), "--out", str(tmp_path), "--set", "train.epochs=1",
-           "--set", "train.max_steps=120", "--set", "model.width=4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastmix",
+        "train",
+        "--variant",
+        "base",
+        "--config",
+        "lenet",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.max_steps=120",
+        "--set",
+        "model.width=4",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first_epoch = proc.stderr.split("epoch 1/1")[0]

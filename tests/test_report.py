@@ -64,8 +64,9 @@ def test_report_tables_side_by_side(report):
     assert _row(md, "KMNIST, MSP — seed report")[:3] == ["99.42", "99.84", "97.75"]
     fm = _row(md, "FMNIST, MSP — fastmix")
     assert fm[1].endswith("(seen)") and not fm[2].endswith("(seen)")
-    assert fm[1].startswith(_pm(
-        [res[f"base_oe_s{s}"]["ood"]["fmnist_test"]["full"]["msp"]["auroc"] for s in (0, 1)]))
+    assert fm[1].startswith(
+        _pm([res[f"base_oe_s{s}"]["ood"]["fmnist_test"]["full"]["msp"]["auroc"] for s in (0, 1)])
+    )
     assert _row(md, "KMNIST, xent — fastmix")[1] == "n/a (not available)"
     assert re.search(r"\d+\.\d\d ± \d+\.\d\d", md)
 
@@ -87,8 +88,12 @@ def test_report_labels_seen_and_held_out(report):
 def test_report_pngs_valid(report):
     _, out, md = report
     links = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", md)
-    assert {"plots/roc_msp.png", "plots/reliability.png", "plots/mnist_c.png",
-            "plots/ood_auroc_heatmap.png"} <= set(links)
+    assert {
+        "plots/roc_msp.png",
+        "plots/reliability.png",
+        "plots/mnist_c.png",
+        "plots/ood_auroc_heatmap.png",
+    } <= set(links)
     for rel in links:
         path = out / rel
         data = path.read_bytes()
@@ -117,8 +122,12 @@ def test_cli_report_evaluates_runs_lacking_results(tmp_path, tmp_path_factory, c
     for name, n in (("mnist_test", 200), ("mnist_val", 100)):
         x, y = gratings(n, rng, noise=80.0)
         write_beton(data / f"{name}.beton", x, y)
-        betons[name] = {"file": f"{name}.beton", "role": name[6:], "family": "mnist",
-                        "sha256": sha256_file(data / f"{name}.beton")}
+        betons[name] = {
+            "file": f"{name}.beton",
+            "role": name[6:],
+            "family": "mnist",
+            "sha256": sha256_file(data / f"{name}.beton"),
+        }
     save_manifest(data, {"format": 1, "betons": betons})
     run = make_run(tmp_path, "base_s0", "base", 0, study["states"][0])
     p = argparse.ArgumentParser()

@@ -14,18 +14,28 @@ from fastmix.report.oe_paper import OE_PAPER
 from fastmix.report.report import write_report
 from fastmix.train.trainer import RunRequest, train_runs
 
-EVAL = ["eval.scores=['msp']", "eval.features=false", "eval.n_ood=200", "eval.n_draws=2",
-        "eval.ood_sets=['fmnist_test', 'gaussian_noise']", "train.max_steps=20"]
+EVAL = [
+    "eval.scores=['msp']",
+    "eval.features=false",
+    "eval.n_ood=200",
+    "eval.n_draws=2",
+    "eval.ood_sets=['fmnist_test', 'gaussian_noise']",
+    "train.max_steps=20",
+]
 
 
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    specs = {"paper-base": ("base", ["oe_paper", "smoke"]),
-             "lenet-base": ("base", ["lenet", "smoke"]),
-             "lenet-base_oe": ("base_oe", ["lenet", "smoke"])}
-    requests = [RunRequest(load_config(v, presets, [f"data.dir='{data_dir}'", *EVAL]),
-                           root / name) for name, (v, presets) in specs.items()]
+    specs = {
+        "paper-base": ("base", ["oe_paper", "smoke"]),
+        "lenet-base": ("base", ["lenet", "smoke"]),
+        "lenet-base_oe": ("base_oe", ["lenet", "smoke"]),
+    }
+    requests = [
+        RunRequest(load_config(v, presets, [f"data.dir='{data_dir}'", *EVAL]), root / name)
+        for name, (v, presets) in specs.items()
+    ]
     train_runs(requests, progress=False)
     cache: dict = {}
     for r in requests:
@@ -55,9 +65,11 @@ def test_oe_paper_table_puts_each_models_runs_beside_the_published_numbers(runs)
     assert row[0] == "0.21 / 99.96 / 99.81" and row[-1] == "0.00 / 100.00 / 100.00"
     cols = [c.strip() for c in header.strip("|").split("|")][2:-1]
     for col, cell in zip(cols, row[1:-1], strict=True):
-        name = {"fastmix base, lenet w8 (lenet) (1)": "lenet-base",
-                "fastmix base_oe, lenet w8 (lenet) (1)": "lenet-base_oe",
-                "fastmix base, lenet_oe (oe_paper) (1)": "paper-base"}[col]
+        name = {
+            "fastmix base, lenet w8 (lenet) (1)": "lenet-base",
+            "fastmix base_oe, lenet w8 (lenet) (1)": "lenet-base_oe",
+            "fastmix base, lenet_oe (oe_paper) (1)": "paper-base",
+        }[col]
         assert cell == _triple(res[name], "gaussian_noise")
     fm = _row(md, "Fashion-MNIST")
     assert fm[0] == " / ".join(f"{v:.2f}" for v in OE_PAPER["baseline"]["fmnist_test"])
@@ -77,8 +89,11 @@ def test_ablation_rows_cover_every_model_and_variant(runs):
     assert rows  # the first lenet row exists
     lines = [ln for ln in md.split("## Ablation")[1].splitlines() if ln.startswith("| lenet")]
     tags = {tuple(c.strip() for c in ln.strip("|").split("|")[:2]) for ln in lines}
-    assert tags == {("lenet w8 (lenet)", "Base"), ("lenet w8 (lenet)", "Base+OE"),
-                    ("lenet_oe (oe_paper)", "Base")}
+    assert tags == {
+        ("lenet w8 (lenet)", "Base"),
+        ("lenet w8 (lenet)", "Base+OE"),
+        ("lenet_oe (oe_paper)", "Base"),
+    }
     paper = next(ln for ln in lines if ln.startswith("| lenet_oe"))
     cells = [c.strip() for c in paper.strip("|").split("|")]
     r = res["paper-base"]

@@ -46,8 +46,20 @@ class Payload:
 
 def _evil_checkpoint(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": 1, "config_hash": "x", "variant": "base", "epoch": 0, "step": 0,
-                "model": {}, "optimizer": {}, "best_val_acc": 0.0, "x": Payload(marker)}, path)
+    torch.save(
+        {
+            "format": 1,
+            "config_hash": "x",
+            "variant": "base",
+            "epoch": 0,
+            "step": 0,
+            "model": {},
+            "optimizer": {},
+            "best_val_acc": 0.0,
+            "x": Payload(marker),
+        },
+        path,
+    )
     return path
 
 
@@ -113,8 +125,11 @@ def test_official_mnist_c_object_arrays_are_refused(tmp_path, as_zip):
         with zipfile.ZipFile(path, "w") as zf:
             for p in sorted((tmp_path / "src").rglob("*.npy")):
                 zf.write(p, p.relative_to(tmp_path / "src").as_posix())
-    with pytest.raises(DataError, match=r"test_labels\.npy: not a readable \.npy array without "
-                                        r"pickles"):
+    with pytest.raises(
+        DataError,
+        match=r"test_labels\.npy: not a readable \.npy array without "
+        r"pickles",
+    ):
         load_official(path, "fog", "test")
     assert not marker.exists()
 
@@ -123,8 +138,11 @@ def test_convert_refuses_pickled_mnist_c_and_writes_nothing(tmp_path, capsys):
     marker = tmp_path / "marker"
     _evil_npy(tmp_path / "src" / "mnist_c" / "fog", marker)
     out = tmp_path / "out"
-    code = main(convert_argv(tmp_path, "--mnist-c", str(tmp_path / "src"), "--only",
-                             "mnist_c/fog", "--out", str(out)))
+    code = main(
+        convert_argv(
+            tmp_path, "--mnist-c", str(tmp_path / "src"), "--only", "mnist_c/fog", "--out", str(out)
+        )
+    )
     assert code == 1
     printed = capsys.readouterr().out
     assert "FAILED mnist_c/fog" in printed and "test_labels.npy" in printed
@@ -147,8 +165,20 @@ def test_slash_names_land_inside_out(tmp_path):
     assert _spec("mnist_c/fog").path(tmp_path / "out") == tmp_path / "out" / "mnist_c" / "fog.beton"
 
 
-@pytest.mark.parametrize("name", ["../escape", "mnist_c/../../escape", "/tmp/escape", "a//b",
-                                  "./x", "x/.", "..", "a\\..\\b", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../escape",
+        "mnist_c/../../escape",
+        "/tmp/escape",
+        "a//b",
+        "./x",
+        "x/.",
+        "..",
+        "a\\..\\b",
+        "",
+    ],
+)
 def test_names_that_would_escape_are_refused(tmp_path, name):
     with pytest.raises(DataError, match="not a relative path inside the output folder"):
         _spec(name).path(tmp_path / "out")

@@ -17,12 +17,17 @@ HISTOGRAMS = {
     ("fashion-mnist", "t10k"): [1000] * 10,
     ("notmnist", "t10k"): [1000] * 10,
 }
-MEAN_PIXEL = {("mnist", "train"): 33.3184, ("mnist", "t10k"): 33.7912,
-              ("fashion-mnist", "train"): 72.9404, ("notmnist", "t10k"): 108.7891}
+MEAN_PIXEL = {
+    ("mnist", "train"): 33.3184,
+    ("mnist", "t10k"): 33.7912,
+    ("fashion-mnist", "train"): 72.9404,
+    ("notmnist", "t10k"): 108.7891,
+}
 
 
 @pytest.mark.parametrize(
-    "rf", src.MNIST + src.FASHION_MNIST + src.NOTMNIST + src.OMNIGLOT_SMALL,
+    "rf",
+    src.MNIST + src.FASHION_MNIST + src.NOTMNIST + src.OMNIGLOT_SMALL,
     ids=lambda f: f"{f.dataset}/{f.name}",
 )
 def test_checksums(shared_data, rf):
@@ -42,8 +47,9 @@ def test_counts_and_histograms(shared_data, key):
 
 
 def test_resolver_finds_shared_data_offline(shared_data, tmp_path):
-    r = SourceResolver(raw_dirs=[shared_data], cache_dir=tmp_path, allow_download=False,
-                       use_system=False)
+    r = SourceResolver(
+        raw_dirs=[shared_data], cache_dir=tmp_path, allow_download=False, use_system=False
+    )
     paths = r.resolve_all(src.MNIST)
     assert all(p.parent == shared_data / "mnist" for p in paths.values())
 

@@ -102,8 +102,9 @@ def test_resolution_order_raw_dir_before_mirror(tmp_path, server):
     raw.mkdir(parents=True)
     (raw / "l.gz").write_bytes(body)
     rf = RawFile("toy", "l.gz", md5_content=md5)
-    r = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c", mirror=base,
-                       use_system=False)
+    r = SourceResolver(
+        raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c", mirror=base, use_system=False
+    )
     assert r.resolve(rf) == raw / "l.gz"
 
 
@@ -113,8 +114,15 @@ def test_plain_copy_in_raw_dir_is_accepted(tmp_path):
     write_idx(raw / "l", np.array([1, 2], np.uint8))
     md5 = hashlib.md5((raw / "l").read_bytes()).hexdigest()
     rf = RawFile("toy", "l.gz", md5_content=md5)
-    assert SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c",
-                          allow_download=False, use_system=False).resolve(rf) == raw / "l"
+    assert (
+        SourceResolver(
+            raw_dirs=[tmp_path / "raw"],
+            cache_dir=tmp_path / "c",
+            allow_download=False,
+            use_system=False,
+        ).resolve(rf)
+        == raw / "l"
+    )
 
 
 def test_bad_local_copy_falls_through_to_mirror(tmp_path, server):
@@ -125,8 +133,13 @@ def test_bad_local_copy_falls_through_to_mirror(tmp_path, server):
     (raw / "l.gz").write_bytes(b"garbage")
     routes["/toy/l.gz"] = (200, body, None)
     rf = RawFile("toy", "l.gz", md5_content=md5)
-    r = SourceResolver(raw_dirs=[tmp_path / "raw"], cache_dir=tmp_path / "c", mirror=base,
-                       allow_download=False, use_system=False)
+    r = SourceResolver(
+        raw_dirs=[tmp_path / "raw"],
+        cache_dir=tmp_path / "c",
+        mirror=base,
+        allow_download=False,
+        use_system=False,
+    )
     assert r.resolve(rf).read_bytes() == body
 
 
@@ -136,14 +149,20 @@ def test_file_mirror(tmp_path):
     write_idx(mirror / "l.gz", np.array([3], np.uint8))
     md5 = hashlib.md5(read_bytes(mirror / "l.gz")).hexdigest()
     rf = RawFile("toy", "l.gz", md5_content=md5)
-    r = SourceResolver(cache_dir=tmp_path / "c", mirror=(tmp_path / "m").as_uri(),
-                       allow_download=False, use_system=False)
+    r = SourceResolver(
+        cache_dir=tmp_path / "c",
+        mirror=(tmp_path / "m").as_uri(),
+        allow_download=False,
+        use_system=False,
+    )
     assert r.resolve(rf) == tmp_path / "c" / "toy" / "l.gz"
 
 
 def test_offline_failure_is_fast_and_lists_every_file(tmp_path):
-    files = [RawFile("kmnist", n, md5_file="a" * 32, urls=(f"http://127.0.0.1:9/{n}",))
-             for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
+    files = [
+        RawFile("kmnist", n, md5_file="a" * 32, urls=(f"http://127.0.0.1:9/{n}",))
+        for n in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    ]
     with pytest.raises(SourceUnavailable) as err:
         SourceResolver(cache_dir=tmp_path / "c", use_system=False, timeout_s=2).resolve_all(files)
     msg = str(err.value)

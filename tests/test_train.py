@@ -24,8 +24,7 @@ from fastmix.train.trainer import train
 
 
 def _cfg(variant, data_dir, *extra):
-    return load_config(variant, ["smoke"], [f"data.dir='{data_dir}'", "train.device='cpu'",
-                                             *extra])
+    return load_config(variant, ["smoke"], [f"data.dir='{data_dir}'", "train.device='cpu'", *extra])
 
 
 def _sigterm_when(monkeypatch, method: str, condition) -> None:
@@ -53,8 +52,10 @@ def test_every_variant_trains_and_checkpoints(data_dir, tmp_path):
     """The six variants in one job (one stream): each learns, logs, checkpoints and reloads."""
     from fastmix.train.trainer import RunRequest, train_runs
 
-    cfgs = {v: _cfg(v, data_dir, "train.max_steps=30", "train.log_every=3", "train.lr=0.05")
-            for v in VARIANTS}
+    cfgs = {
+        v: _cfg(v, data_dir, "train.max_steps=30", "train.log_every=3", "train.lr=0.05")
+        for v in VARIANTS
+    }
     results = train_runs([RunRequest(c, tmp_path / v) for v, c in cfgs.items()], progress=False)
     for (variant, cfg), result in zip(cfgs.items(), results, strict=True):
         assert result.steps == 30 and result.variant == variant
@@ -70,7 +71,8 @@ def test_every_variant_trains_and_checkpoints(data_dir, tmp_path):
         if variant.endswith("_oe"):
             assert float(row["train_oe"]) > 0
             assert float(row["total_images_per_s"]) == pytest.approx(
-                2 * float(row["images_per_s"]), rel=0.01)
+                2 * float(row["images_per_s"]), rel=0.01
+            )
 
 
 def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_path):
@@ -79,13 +81,17 @@ def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_p
     same weights as eager, up to float rounding (fp32, NCHW, same seed and batches)."""
     from torch._dynamo.utils import counters
 
-    extra = ("train.max_steps=4", "train.log_every=1", "train.precision='fp32'",
-             "train.channels_last='off'")
-    train(_cfg("base", data_dir, *extra, "train.compile='off'"), tmp_path / "eager",
-          progress=False)
+    extra = (
+        "train.max_steps=4",
+        "train.log_every=1",
+        "train.precision='fp32'",
+        "train.channels_last='off'",
+    )
+    train(_cfg("base", data_dir, *extra, "train.compile='off'"), tmp_path / "eager", progress=False)
     graphs = counters["stats"]["unique_graphs"]
-    train(_cfg("base", data_dir, *extra, "train.compile='on'"), tmp_path / "compiled",
-          progress=False)
+    train(
+        _cfg("base", data_dir, *extra, "train.compile='on'"), tmp_path / "compiled", progress=False
+    )
     assert counters["stats"]["unique_graphs"] > graphs
     eager = load_checkpoint(tmp_path / "eager" / "checkpoints" / "last.pt")["model"]
     compiled = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")["model"]
@@ -96,7 +102,8 @@ def test_compile_on_trains_a_compiled_model_to_the_eager_weights(data_dir, tmp_p
 
 
 def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_results(
-        data_dir, tmp_path, monkeypatch):
+    data_dir, tmp_path, monkeypatch
+):
     """`fastmix run` skips a run only when ``train()`` completed it for the same config
     (``done.json``, written last): a run interrupted in its second epoch, with a best.pt from
     the first, is not finished (before, any ``max_steps`` run with a best.pt counted as
@@ -104,8 +111,12 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
     weights. The same directory asked for another config is refused, naming what differs."""
     from fastmix.train.run_dir import is_finished as finished
 
-    extra = ("data.train='mnist_val'", "train.epochs=2", "train.max_steps=100",
-             "train.log_every=10")
+    extra = (
+        "data.train='mnist_val'",
+        "train.epochs=2",
+        "train.max_steps=100",
+        "train.log_every=10",
+    )
     cfg = _cfg("base", data_dir, *extra)  # 5000 images / batch 64: 78 steps per epoch
     run = tmp_path / "base-s0"
     _sigterm_when(monkeypatch, "end_epoch", lambda r: True)  # after epoch 1's row and best.pt
@@ -134,8 +145,11 @@ def test_only_a_completed_run_counts_as_finished_and_retraining_drops_its_result
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
     assert finished(run, cfg)
     other = _cfg("base", data_dir, *extra, "train.lr=0.05")
-    with pytest.raises(ConfigError, match=r"holds a run of another config \(train\.lr: .* -> "
-                                          r"0\.05\); choose another --out"):
+    with pytest.raises(
+        ConfigError,
+        match=r"holds a run of another config \(train\.lr: .* -> "
+        r"0\.05\); choose another --out",
+    ):
         finished(run, other)
 
 
@@ -197,16 +211,21 @@ def test_truncated_checkpoint_is_refused(data_dir, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
-    cfg = _cfg("base", data_dir, "train.max_steps=30", "train.ckpt_every=1", "train.lr=1e30",
-               "train.warmup_frac=0.0")
+    cfg = _cfg(
+        "base",
+        data_dir,
+        "train.max_steps=30",
+        "train.ckpt_every=1",
+        "train.lr=1e30",
+        "train.warmup_frac=0.0",
+    )
     with pytest.raises(TrainingError, match=r"non-finite (loss|weights).* step \d+") as err:
         train(cfg, tmp_path / "r", progress=False)
     assert "last good checkpoint" in str(err.value)
     last = tmp_path / "r" / "checkpoints" / "last.pt"
     if last.exists():
         ckpt = load_checkpoint(last)
-        assert all(torch.isfinite(v).all() for v in ckpt["model"].values()
-                   if v.is_floating_point())
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_missing_betons_are_named(tmp_path):
@@ -221,7 +240,6 @@ def test_lr_schedule_is_triangular():
     assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20], strict=False))
     assert all(a >= b for a, b in zip(lrs[19:], lrs[20:], strict=False))
     assert lrs[-1] == pytest.approx(1 / 80)
-
 
 
 def test_cosine_schedule_is_the_oe_papers():

@@ -120,8 +120,9 @@ class Views(Operation):
     ``bank``: uint8 (M, S, S) PixMix mixing pictures (S >= image size; fractals at S = 32),
     required when a view is PixMix, kept by reference and shared by every batch."""
 
-    def __init__(self, augmentations: Sequence[Augmentation], seed: int = 0,
-                 bank: np.ndarray | None = None) -> None:
+    def __init__(
+        self, augmentations: Sequence[Augmentation], seed: int = 0, bank: np.ndarray | None = None
+    ) -> None:
         super().__init__()
         if not augmentations:
             raise ConfigError("Views: at least one augmentation is needed")
@@ -153,8 +154,9 @@ class Views(Operation):
                 f"images ({h}, {w}); they are random-cropped to the image size"
             )
         shape = (len(self.augmentations), h, w)
-        return replace(previous_state, jit_mode=False, shape=shape, dtype=_F32), \
-            AllocationQuery(shape, _F32)
+        return replace(previous_state, jit_mode=False, shape=shape, dtype=_F32), AllocationQuery(
+            shape, _F32
+        )
 
     def generate_code(self) -> Callable:
         op = self
@@ -167,12 +169,31 @@ class Views(Operation):
                 if a.kind == "none":
                     unit.to_unit_batch(images, out[v])
                 elif a.kind == "sp":
-                    run_load_balanced(salt_pepper.salt_pepper_batch, SALT_PEPPER_TASK_ITERATIONS,
-                                      images, idx, out[v], seed, op.epoch, a.sp_amount)
+                    run_load_balanced(
+                        salt_pepper.salt_pepper_batch,
+                        SALT_PEPPER_TASK_ITERATIONS,
+                        images,
+                        idx,
+                        out[v],
+                        seed,
+                        op.epoch,
+                        a.sp_amount,
+                    )
                 else:
-                    run_load_balanced(pixmix.pixmix_batch, PIXMIX_TASK_ITERATIONS,
-                                      images, idx, op.bank, out[v], seed, op.epoch, a.pixmix_k,
-                                      a.pixmix_beta, a.pixmix_severity, a.n_ops)
+                    run_load_balanced(
+                        pixmix.pixmix_batch,
+                        PIXMIX_TASK_ITERATIONS,
+                        images,
+                        idx,
+                        op.bank,
+                        out[v],
+                        seed,
+                        op.epoch,
+                        a.pixmix_k,
+                        a.pixmix_beta,
+                        a.pixmix_severity,
+                        a.n_ops,
+                    )
             return dst
 
         views.with_indices = True

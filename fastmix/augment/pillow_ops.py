@@ -89,7 +89,6 @@ _ROT_TABLE = np.array(
 )
 
 
-
 @njit(cache=True, error_model="numpy")
 def _histogram(src, hist):
     """``hist[v]`` = number of pixels equal to v. Four partial histograms, one per column

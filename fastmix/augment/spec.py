@@ -44,8 +44,10 @@ class Augmentation:
         if not float(self.pixmix_beta) > 0.0:
             raise ConfigError(f"PixMix: beta must be > 0, got {self.pixmix_beta!r}")
         if not 0.1 < float(self.pixmix_severity) <= pixmix.MAX_SEVERITY:
-            raise ConfigError(f"PixMix: severity must lie in (0.1, {pixmix.MAX_SEVERITY:g}], "
-                              f"got {self.pixmix_severity!r}")
+            raise ConfigError(
+                f"PixMix: severity must lie in (0.1, {pixmix.MAX_SEVERITY:g}], "
+                f"got {self.pixmix_severity!r}"
+            )
         defaults = Augmentation.__dataclass_fields__
         if self.kind != "sp":
             object.__setattr__(self, "sp_amount", defaults["sp_amount"].default)
@@ -56,9 +58,14 @@ class Augmentation:
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> Augmentation:
         """From a config's ``[augment]`` section."""
-        return cls(section["kind"], float(section["sp_amount"]), int(section["pixmix_k"]),
-                   float(section["pixmix_beta"]), float(section["pixmix_severity"]),
-                   bool(section["pixmix_all_ops"]))
+        return cls(
+            section["kind"],
+            float(section["sp_amount"]),
+            int(section["pixmix_k"]),
+            float(section["pixmix_beta"]),
+            float(section["pixmix_severity"]),
+            bool(section["pixmix_all_ops"]),
+        )
 
     @property
     def n_ops(self) -> int:

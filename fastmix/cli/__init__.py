@@ -1,11 +1,11 @@
 """The ``fastmix`` command: the only place that wires the stages together.
 
-    fastmix convert   raw sources -> .beton files + manifest.json
-    fastmix train     train one variant or all six
-    fastmix eval      evaluate trained runs (accuracy, MNIST-C, OOD, calibration)
-    fastmix report    tables and plots from evaluated runs
-    fastmix bench     throughput, side by side with the baselines
-    fastmix run       all of it
+fastmix convert   raw sources -> .beton files + manifest.json
+fastmix train     train one variant or all six
+fastmix eval      evaluate trained runs (accuracy, MNIST-C, OOD, calibration)
+fastmix report    tables and plots from evaluated runs
+fastmix bench     throughput, side by side with the baselines
+fastmix run       all of it
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from fastmix.cli.train import add_train_args, run_train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastmix", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fastmix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_convert_args(sub.add_parser("convert", help="build betons from raw sources"))
     add_train_args(sub.add_parser("train", help="train one variant or all six"))
@@ -36,13 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"convert": run_convert, "train": run_train, "eval": run_eval,
-                "report": run_report, "bench": run_bench, "run": run_all}
+    handlers = {
+        "convert": run_convert,
+        "train": run_train,
+        "eval": run_eval,
+        "report": run_report,
+        "bench": run_bench,
+        "run": run_all,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
-        print("fastmix: interrupted; finished files are kept, partial ones were discarded",
-              file=sys.stderr)
+        print(
+            "fastmix: interrupted; finished files are kept, partial ones were discarded",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -43,25 +43,43 @@ def machine_info() -> dict:
     from fastmix.runtime import cpu_bf16_flags
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "bf16_flags": list(cpu_bf16_flags()), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "ffcv": version("ffcv"), "numba": numba.__version__,
-            "numpy": numpy.__version__, "loadavg": os.getloadavg(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "bf16_flags": list(cpu_bf16_flags()),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ffcv": version("ffcv"),
+        "numba": numba.__version__,
+        "numpy": numpy.__version__,
+        "loadavg": os.getloadavg(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=["loader", "train", "e2e", "all"])
     p.add_argument("--data", default="data", help="betons folder (train / e2e)")
     p.add_argument("--raw", action="append", default=[], help="raw data folder (loader)")
-    p.add_argument("--models", default=",".join(MODEL_PRESETS),
-                   help="model presets of the train benchmark")
+    p.add_argument(
+        "--models", default=",".join(MODEL_PRESETS), help="model presets of the train benchmark"
+    )
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (train)")
     p.add_argument("--e2e-variants", default=",".join(VARIANTS), help="end-to-end variants")
-    p.add_argument("--config", action="append", default=[], metavar="PRESET",
-                   help="presets for fastmix's side of e2e (default settings otherwise)")
-    p.add_argument("--reference-steps", type=int, default=0,
-                   help="stop each reference run after N steps (smoke runs only)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="PRESET",
+        help="presets for fastmix's side of e2e (default settings otherwise)",
+    )
+    p.add_argument(
+        "--reference-steps",
+        type=int,
+        default=0,
+        help="stop each reference run after N steps (smoke runs only)",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps per round (train)")
     p.add_argument("--loader-n", type=int, default=55_000, help="images per loader epoch")
     p.add_argument("--loader-epochs", type=int, default=7, help="timed loader rounds (median)")
@@ -101,21 +119,24 @@ def run_bench(args: argparse.Namespace) -> int:
         record["train"] = run_train_bench(models, steps=args.steps, rounds=args.rounds)
         if not args.no_compile:
             c = record["train"]["compile"] = bench_compile()
-            print(f"step eager {c['eager']['train_ms']:.1f} ms, compiled "
-                  f"{c['compiled']['train_ms']:.1f} ms ({c['train_speedup']:.2f}x; first "
-                  f"compiled step {c['compiled']['first_step_s']:.1f} s); inference eager "
-                  f"{c['eager']['infer_ms']:.1f} ms, compiled {c['compiled']['infer_ms']:.1f} ms "
-                  f"({c['infer_speedup']:.2f}x)")
+            print(
+                f"step eager {c['eager']['train_ms']:.1f} ms, compiled "
+                f"{c['compiled']['train_ms']:.1f} ms ({c['train_speedup']:.2f}x; first "
+                f"compiled step {c['compiled']['first_step_s']:.1f} s); inference eager "
+                f"{c['eager']['infer_ms']:.1f} ms, compiled {c['compiled']['infer_ms']:.1f} ms "
+                f"({c['infer_speedup']:.2f}x)"
+            )
     if "e2e" in which:
         from fastmix.bench.bench_train import run_e2e_bench
 
         print("== e2e")
         variants = tuple(v for v in args.e2e_variants.split(",") if v)
-        record["e2e"] = run_e2e_bench(args.data, variants, tuple(args.config),
-                                      args.reference_steps)
+        record["e2e"] = run_e2e_bench(args.data, variants, tuple(args.config), args.reference_steps)
     record["seconds"] = time.perf_counter() - t0
-    print(f"bench finished in {record['seconds']:.0f} s on {record['machine']['cpu']} "
-          f"({record['machine']['cores']} cores)")
+    print(
+        f"bench finished in {record['seconds']:.0f} s on {record['machine']['cpu']} "
+        f"({record['machine']['cores']} cores)"
+    )
     if args.json:
         atomic_write(args.json, json.dumps(record, indent=1, default=str))
     return 0

@@ -14,13 +14,23 @@ from fastmix.errors import ConfigError, DataError
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data", help="folder for betons and manifest.json")
-    p.add_argument("--raw", action="append", default=[], metavar="DIR",
-                   help="folder holding raw files as DIR/<dataset>/<file> (or $FASTMIX_RAW)")
+    p.add_argument(
+        "--raw",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding raw files as DIR/<dataset>/<file> (or $FASTMIX_RAW)",
+    )
     p.add_argument("--mirror", metavar="URL", help="file:// or http(s):// mirror, same layout")
     p.add_argument("--cache", metavar="DIR", help="download cache (default ~/.cache/fastmix/raw)")
     p.add_argument("--offline", action="store_true", help="never contact the official URLs")
-    p.add_argument("--only", action="append", default=[], metavar="NAMES",
-                   help="comma-separated beton names or prefixes (e.g. mnist_c)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="comma-separated beton names or prefixes (e.g. mnist_c)",
+    )
     p.add_argument("--list", action="store_true", help="list the catalog and each beton's state")
     p.add_argument("--preview", action="store_true", help="write preview.png (samples per beton)")
     p.add_argument("--strict", action="store_true", help="fail when any set is skipped")
@@ -29,8 +39,13 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fractal-folder", metavar="DIR", help="import mixing pictures from a folder")
     p.add_argument("--mnist-c", metavar="PATH", help="official mnist_c.zip or its unpacked folder")
     p.add_argument("--mnist-c-train", action="store_true", help="also build the 60k train splits")
-    p.add_argument("--corrupt", action="append", default=[], metavar="NAMES",
-                   help=f"also corrupt these sets (one of {', '.join(CLEAN_BASES)})")
+    p.add_argument(
+        "--corrupt",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help=f"also corrupt these sets (one of {', '.join(CLEAN_BASES)})",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -49,9 +64,12 @@ def catalog_from_args(args: argparse.Namespace) -> dict:
             valid = ", ".join(CLEAN_BASES)
             raise DataError(f"--corrupt {name}: not a clean 28x28 set; valid: {valid}")
     opts = CatalogOptions(
-        fractal_count=args.fractals, fractal_size=args.fractal_size,
-        fractal_folder=args.fractal_folder, mnist_c_train=args.mnist_c_train,
-        mnist_c_official=args.mnist_c, corrupt=corrupt,
+        fractal_count=args.fractals,
+        fractal_size=args.fractal_size,
+        fractal_folder=args.fractal_folder,
+        mnist_c_train=args.mnist_c_train,
+        mnist_c_official=args.mnist_c,
+        corrupt=corrupt,
     )
     return build_catalog(opts)
 
@@ -65,13 +83,18 @@ def run_convert(args: argparse.Namespace) -> int:
             print(f"{'name':28s} {'role':10s} {'family':15s} {'req':4s} state")
             for name, spec in catalog.items():
                 entry = manifest["betons"].get(name)
-                state = ("built" if is_up_to_date(spec, entry, out)
-                         else "stale" if entry else "missing")
+                state = (
+                    "built" if is_up_to_date(spec, entry, out) else "stale" if entry else "missing"
+                )
                 req = "yes" if spec.required else ""
                 print(f"{name:28s} {spec.role:10s} {spec.family:15s} {req:4s} {state}")
             return 0
-        resolver = SourceResolver(raw_dirs=args.raw, cache_dir=args.cache, mirror=args.mirror,
-                                  allow_download=not args.offline)
+        resolver = SourceResolver(
+            raw_dirs=args.raw,
+            cache_dir=args.cache,
+            mirror=args.mirror,
+            allow_download=not args.offline,
+        )
         only = _split(args.only) or None
         result = convert(catalog, out, resolver, only=only, progress=not args.no_progress)
     except (DataError, ConfigError) as e:

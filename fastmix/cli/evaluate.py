@@ -24,17 +24,28 @@ EXIT_USER_ERROR = 2
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (from fastmix train)")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="beton folder (default: each run's data.dir)")
-    p.add_argument("--which", choices=("best", "last"), default="best",
-                   help="checkpoint to evaluate (default best)")
+    p.add_argument(
+        "--data", metavar="DIR", default=None, help="beton folder (default: each run's data.dir)"
+    )
+    p.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint to evaluate (default best)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="inference precision (auto = fp32; bf16: faster on AMX CPUs, "
-                        "but moves AUROCs)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="inference precision (auto = fp32; bf16: faster on AMX CPUs, but moves AUROCs)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the OE-protocol OOD draws")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (one per run and set during inference)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (one per run and set during inference)",
+    )
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -46,8 +57,11 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastmix report``."""
     _common(p)
     p.add_argument("--out", metavar="DIR", required=True, help="folder for report.md + plots")
-    p.add_argument("--reeval", action="store_true",
-                   help="evaluate every run again, even those with results.json")
+    p.add_argument(
+        "--reeval",
+        action="store_true",
+        help="evaluate every run again, even those with results.json",
+    )
 
 
 def _check_runs(runs: list[str]) -> list[Path]:
@@ -71,24 +85,39 @@ def _evaluate(paths: list[Path], args: argparse.Namespace) -> list[dict[str, Any
     out = []
     for p in paths:
         print(f"evaluating {p} ({args.which}) ...", file=sys.stderr, flush=True)
-        out.append(evaluate_run(p, args.data, cache, args.seed, which=args.which,
-                                device=args.device, precision=args.precision,
-                                progress=not args.no_progress))
+        out.append(
+            evaluate_run(
+                p,
+                args.data,
+                cache,
+                args.seed,
+                which=args.which,
+                device=args.device,
+                precision=args.precision,
+                progress=not args.no_progress,
+            )
+        )
     return out
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """variant, clean acc, MNIST-C mean, mean held-out OOD AUROC (MSP), ECE before/after."""
-    print(f"{'run':24s} {'variant':10s} {'clean%':>7s} {'MNIST-C%':>8s} {'OOD AUROC%':>10s} "
-          f"{'ECE%':>6s} {'ECE@T%':>6s} {'T':>6s}")
+    print(
+        f"{'run':24s} {'variant':10s} {'clean%':>7s} {'MNIST-C%':>8s} {'OOD AUROC%':>10s} "
+        f"{'ECE%':>6s} {'ECE@T%':>6s} {'T':>6s}"
+    )
     for r in results:
         s = r["summary"]
-        print(f"{r['run'][:24]:24s} {r['variant'][:10]:10s} {_pct(s['test_accuracy']):>7s} "
-              f"{_pct(s['mnist_c_mean']):>8s} {_pct(s['ood_auroc_held_out_mean']):>10s} "
-              f"{_pct(s['ece_before']):>6s} {_pct(s['ece_after']):>6s} {s['temperature']:6.3f}")
+        print(
+            f"{r['run'][:24]:24s} {r['variant'][:10]:10s} {_pct(s['test_accuracy']):>7s} "
+            f"{_pct(s['mnist_c_mean']):>8s} {_pct(s['ood_auroc_held_out_mean']):>10s} "
+            f"{_pct(s['ece_before']):>6s} {_pct(s['ece_after']):>6s} {s['temperature']:6.3f}"
+        )
     if results:
-        print(f"OOD AUROC: mean over held-out OOD sets, score {results[0]['summary']['score']}, "
-              "OOD positive; ECE@T: after temperature scaling (T fitted on validation)")
+        print(
+            f"OOD AUROC: mean over held-out OOD sets, score {results[0]['summary']['score']}, "
+            "OOD positive; ECE@T: after temperature scaling (T fitted on validation)"
+        )
 
 
 def run_eval(args: argparse.Namespace) -> int:

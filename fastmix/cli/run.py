@@ -57,11 +57,19 @@ def run_all(args: argparse.Namespace) -> int:
         cfgs = study_configs(variants, list(range(args.seeds)), args.config, overrides)
 
         print("== convert", flush=True)
-        corrupt = tuple(sorted({c["data"]["corrupted"].replace("_c", "_test") for c in cfgs
-                                if c["data"]["corrupted"] != "mnist_c"}))
+        corrupt = tuple(
+            sorted(
+                {
+                    c["data"]["corrupted"].replace("_c", "_test")
+                    for c in cfgs
+                    if c["data"]["corrupted"] != "mnist_c"
+                }
+            )
+        )
         catalog = build_catalog(CatalogOptions(fractal_count=args.fractals, corrupt=corrupt))
-        resolver = SourceResolver(raw_dirs=args.raw, mirror=args.mirror,
-                                  allow_download=not args.offline)
+        resolver = SourceResolver(
+            raw_dirs=args.raw, mirror=args.mirror, allow_download=not args.offline
+        )
         result = convert(catalog, args.data, resolver, progress=progress)
         for line in summary_lines(result, catalog):
             print(line)

@@ -21,8 +21,9 @@ from fastmix.errors import ConfigError, DataError, TrainingError
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="base", choices=[*VARIANTS, "all"])
-    p.add_argument("--seeds", type=int, default=1, help="seeds per variant: 0..N-1 (or from "
-                   "--seed on)")
+    p.add_argument(
+        "--seeds", type=int, default=1, help="seeds per variant: 0..N-1 (or from --seed on)"
+    )
     add_config_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="the first training seed")
@@ -30,17 +31,33 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=["auto", "on", "off"])
     p.add_argument("--data", help="betons folder (default: data.dir of the config)")
     p.add_argument("--out", default="runs", help="folder for run directories")
-    p.add_argument("--resume", metavar="RUN", action="append", default=[],
-                   help="continue an interrupted run directory (repeatable)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        action="append",
+        default=[],
+        help="continue an interrupted run directory (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """``--config PRESET`` (repeatable) and ``--set section.key=value`` (repeatable)."""
-    p.add_argument("--config", action="append", default=[], metavar="PRESET",
-                   help="extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   dest="overrides", help="typed override; unknown keys are errors")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="PRESET",
+        help="extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        dest="overrides",
+        help="typed override; unknown keys are errors",
+    )
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str | dict[str, dict[str, Any]]]:
@@ -55,18 +72,24 @@ def cli_overrides(args: argparse.Namespace) -> list[str | dict[str, dict[str, An
     return out
 
 
-def study_configs(variants: list[str], seeds: list[int], presets: list[str],
-                  overrides: list) -> list[Config]:
+def study_configs(
+    variants: list[str], seeds: list[int], presets: list[str], overrides: list
+) -> list[Config]:
     """Every (seed, variant) config, validated before anything is trained."""
-    return [load_config(v, presets, [*overrides, {"train": {"seed": s}}])
-            for s in seeds for v in variants]
+    return [
+        load_config(v, presets, [*overrides, {"train": {"seed": s}}])
+        for s in seeds
+        for v in variants
+    ]
 
 
 def print_results(results: list) -> None:
     print(f"{'variant':10s} {'best val':>9s} {'img/s':>8s} {'train s':>8s}  run")
     for r in results:
-        print(f"{r.variant:10s} {r.best_val_acc:9.4f} {r.images_per_s:8.0f} {r.seconds:8.1f}"
-              f"  {r.run_dir}")
+        print(
+            f"{r.variant:10s} {r.best_val_acc:9.4f} {r.images_per_s:8.0f} {r.seconds:8.1f}"
+            f"  {r.run_dir}"
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -84,8 +107,9 @@ def run_train(args: argparse.Namespace) -> int:
             first = args.seed if args.seed is not None else 0
             if args.seeds < 1:
                 raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
-            cfgs = study_configs(variants, list(range(first, first + args.seeds)), args.config,
-                                 cli_overrides(args))
+            cfgs = study_configs(
+                variants, list(range(first, first + args.seeds)), args.config, cli_overrides(args)
+            )
             requests = [RunRequest(c, run_dir_for(args.out, c)) for c in cfgs]
         results = train_runs(requests, progress=not args.no_progress)
     except Preempted as e:

@@ -15,15 +15,20 @@ import torch
 from fastmix.errors import DataError
 
 
-def to_model_input(x: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
+def to_model_input(
+    x: np.ndarray | torch.Tensor,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, 1, H, W) -> float32 (N, 1, H, W) = x / 255; float32
     batches that are already model input (the loaders' output) pass through. Then moved to
     ``device`` (non-blocking) and, with ``channels_last``, in that memory format."""
     t = torch.as_tensor(x)
     if t.ndim not in (3, 4) or (t.ndim == 4 and t.shape[1] != 1):
-        raise DataError(f"to_model_input: expected (N, H, W) or (N, 1, H, W) images, got "
-                        f"{t.dtype} {tuple(t.shape)}")
+        raise DataError(
+            f"to_model_input: expected (N, H, W) or (N, 1, H, W) images, got "
+            f"{t.dtype} {tuple(t.shape)}"
+        )
     if t.dtype == torch.uint8:
         t = t.to(torch.float32).div_(255.0)
     elif t.dtype != torch.float32:

@@ -49,8 +49,9 @@ class EpochLoader:
     """One FFCV epoch per ``iter()``: batches ``(images, labels int64 (B,))``, images float32
     (B, 1, H, W), or (V, B, 1, H, W) views for a loader of several augmentations."""
 
-    def __init__(self, loader: Loader, views: Views, torch_threads: int | None,
-                 stacked: bool = False) -> None:
+    def __init__(
+        self, loader: Loader, views: Views, torch_threads: int | None, stacked: bool = False
+    ) -> None:
         self.loader = loader
         self.views = views
         self.stacked = stacked  # yield (V, B, 1, H, W) views instead of (B, 1, H, W) images
@@ -177,10 +178,20 @@ def _check_fields(path: Path) -> None:
         )
 
 
-def _build(beton: str | os.PathLike, views: Views, batch_size: int, num_workers: int | None,
-           order: OrderOption, seed: int, drop_last: bool, distributed: bool,
-           device: str | torch.device, batches_ahead: int, torch_threads: int | None,
-           stacked: bool) -> EpochLoader:
+def _build(
+    beton: str | os.PathLike,
+    views: Views,
+    batch_size: int,
+    num_workers: int | None,
+    order: OrderOption,
+    seed: int,
+    drop_last: bool,
+    distributed: bool,
+    device: str | torch.device,
+    batches_ahead: int,
+    torch_threads: int | None,
+    stacked: bool,
+) -> EpochLoader:
     path = _check_beton(beton)
     workers = _check_workers(num_workers)
     batch_size = _check_batch_size(batch_size)
@@ -194,9 +205,17 @@ def _build(beton: str | os.PathLike, views: Views, batch_size: int, num_workers:
         "label": [IntDecoder(), ToTensor(), *tail],
     }
     _check_fields(path)
-    loader = Loader(str(path), batch_size=batch_size, num_workers=workers, order=order,
-                    seed=seed, drop_last=drop_last, distributed=distributed, pipelines=pipelines,
-                    batches_ahead=batches_ahead)
+    loader = Loader(
+        str(path),
+        batch_size=batch_size,
+        num_workers=workers,
+        order=order,
+        seed=seed,
+        drop_last=drop_last,
+        distributed=distributed,
+        pipelines=pipelines,
+        batches_ahead=batches_ahead,
+    )
     return EpochLoader(loader, views, torch_threads, stacked)
 
 
@@ -205,8 +224,9 @@ def _as_views(augment: Augmentation | Sequence[Augmentation]) -> tuple[list[Augm
         return [augment], False
     augs = list(augment)
     if not augs or not all(isinstance(a, Augmentation) for a in augs):
-        raise ConfigError(f"augment must be an Augmentation or a non-empty list of them, got "
-                          f"{augment!r}")
+        raise ConfigError(
+            f"augment must be an Augmentation or a non-empty list of them, got {augment!r}"
+        )
     return augs, True
 
 
@@ -233,8 +253,20 @@ def make_train_loader(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     views = Views(augs, int(seed), fractal_bank)
-    return _build(beton, views, batch_size, num_workers, OrderOption.RANDOM, int(seed), drop_last,
-                  distributed, device, batches_ahead, torch_threads, stacked)
+    return _build(
+        beton,
+        views,
+        batch_size,
+        num_workers,
+        OrderOption.RANDOM,
+        int(seed),
+        drop_last,
+        distributed,
+        device,
+        batches_ahead,
+        torch_threads,
+        stacked,
+    )
 
 
 def make_eval_loader(
@@ -246,8 +278,20 @@ def make_eval_loader(
     torch_threads: int | None = None,
 ) -> EpochLoader:
     """Evaluation loader: sequential order, no augmentation, last partial batch kept."""
-    return _build(beton, Views([Augmentation()]), batch_size, num_workers,
-                  OrderOption.SEQUENTIAL, 0, False, False, device, 3, torch_threads, False)
+    return _build(
+        beton,
+        Views([Augmentation()]),
+        batch_size,
+        num_workers,
+        OrderOption.SEQUENTIAL,
+        0,
+        False,
+        False,
+        device,
+        3,
+        torch_threads,
+        False,
+    )
 
 
 def make_outlier_loader(
@@ -264,5 +308,15 @@ def make_outlier_loader(
     (``seed + epoch``), full batches only, no augmentation. Labels are passed as stored (the
     outlier loss ignores them). Use ``cycle(loader)`` to draw from it without epoch
     boundaries."""
-    return make_train_loader(beton, Augmentation(), batch_size, seed, None, num_workers, True,
-                             distributed, device=device, torch_threads=torch_threads)
+    return make_train_loader(
+        beton,
+        Augmentation(),
+        batch_size,
+        seed,
+        None,
+        num_workers,
+        True,
+        distributed,
+        device=device,
+        torch_threads=torch_threads,
+    )

@@ -56,19 +56,37 @@ class TrainStream:
     """The batches of one ``StreamKey``: views (V, B, 1, H, W) of ``augmentations``, labels (B,)
     and one outlier batch per ``OutlierKey``."""
 
-    def __init__(self, key: StreamKey, augmentations: list[Augmentation],
-                 outliers: list[OutlierKey], bank: np.ndarray | None,
-                 torch_threads: int | None) -> None:
+    def __init__(
+        self,
+        key: StreamKey,
+        augmentations: list[Augmentation],
+        outliers: list[OutlierKey],
+        bank: np.ndarray | None,
+        torch_threads: int | None,
+    ) -> None:
         self.key = key
         self.augmentations = augmentations
-        self.train = make_train_loader(key.train, augmentations, key.batch_size, key.seed, bank,
-                                       key.num_workers, True, key.distributed,
-                                       torch_threads=torch_threads)
+        self.train = make_train_loader(
+            key.train,
+            augmentations,
+            key.batch_size,
+            key.seed,
+            bank,
+            key.num_workers,
+            True,
+            key.distributed,
+            torch_threads=torch_threads,
+        )
         self.outliers: dict[OutlierKey, EpochLoader] = {}
         for ok in outliers:
-            loader = make_outlier_loader(ok.beton, ok.batch_size, key.seed + OUTLIER_SEED_OFFSET,
-                                         key.num_workers, key.distributed,
-                                         torch_threads=torch_threads)
+            loader = make_outlier_loader(
+                ok.beton,
+                ok.batch_size,
+                key.seed + OUTLIER_SEED_OFFSET,
+                key.num_workers,
+                key.distributed,
+                torch_threads=torch_threads,
+            )
             if len(loader) == 0:
                 raise ConfigError(f"{ok.beton}: fewer outliers than one batch of {ok.batch_size}")
             self.outliers[ok] = loader
@@ -96,10 +114,10 @@ class TrainStream:
         unfinished epoch is stopped (``close``)."""
         spe = self.steps_per_epoch
         if spe == 0:
-            raise ConfigError(f"{self.key.train}: fewer samples than one batch of "
-                              f"{self.key.batch_size}")
-        outs = {k: self._outlier_batches(loader, start_step)
-                for k, loader in self.outliers.items()}
+            raise ConfigError(
+                f"{self.key.train}: fewer samples than one batch of {self.key.batch_size}"
+            )
+        outs = {k: self._outlier_batches(loader, start_step) for k, loader in self.outliers.items()}
         epoch, skip = divmod(start_step, spe)
         try:
             while True:

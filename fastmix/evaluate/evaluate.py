@@ -45,7 +45,8 @@ DETECTOR_CONVENTION = (
     "post-hoc detectors: float64 from the stored float16 penultimate features (fit on the "
     "training subset's features and the classifier head, never on OOD data); odin on seeded "
     "subsets of the ID test set and of each OOD set (ood[set].subsets), perturbation chosen on "
-    "ID validation images")
+    "ID validation images"
+)
 
 
 @dataclass(frozen=True)
@@ -87,33 +88,50 @@ def _plan(cfg: dict[str, Any]) -> _Plan:
     names = list(ev["scores"])
     bad = [s for s in names if s not in SCORES and s not in DETECTORS]
     if bad:
-        raise ConfigError(f"eval.scores: unknown score(s) {bad}; valid: "
-                          f"{', '.join([*SCORES, *DETECTORS])}")
+        raise ConfigError(
+            f"eval.scores: unknown score(s) {bad}; valid: {', '.join([*SCORES, *DETECTORS])}"
+        )
     test, val = cfg["data"]["test"], cfg["data"]["val"]
-    return _Plan(test=test, val=val, train=cfg["data"]["train"],
-                 corrupted=corrupted_names(cfg["data"].get("corrupted", "mnist_c")),
-                 ood=[n for n in ev["ood_sets"] if n not in (test, val)], scores=names,
-                 logit_scores={s: SCORES[s] for s in names if s in SCORES},
-                 detectors=[s for s in names if s in DETECTORS],
-                 save_features=bool(ev.get("features", True)))
+    return _Plan(
+        test=test,
+        val=val,
+        train=cfg["data"]["train"],
+        corrupted=corrupted_names(cfg["data"].get("corrupted", "mnist_c")),
+        ood=[n for n in ev["ood_sets"] if n not in (test, val)],
+        scores=names,
+        logit_scores={s: SCORES[s] for s in names if s in SCORES},
+        detectors=[s for s in names if s in DETECTORS],
+        save_features=bool(ev.get("features", True)),
+    )
 
 
-def _load_sets(plan: _Plan, data_dir: Path,
-               sets_cache: dict[str, EvalSets] | None) -> EvalSets:
+def _load_sets(plan: _Plan, data_dir: Path, sets_cache: dict[str, EvalSets] | None) -> EvalSets:
     """The sets of the plan, through the shared cache (the training set, optional, only when
     features are needed)."""
     mc_names = plan.corrupted
     train = [plan.train] if plan.needs_features else []
     key = str(data_dir.resolve()) if data_dir.is_dir() else str(data_dir)
     cache = sets_cache if sets_cache is not None else {}
-    sets = load_eval_sets(data_dir, [*mc_names, *plan.ood, *train],
-                          required=(plan.test, plan.val), into=cache.get(key))
+    sets = load_eval_sets(
+        data_dir,
+        [*mc_names, *plan.ood, *train],
+        required=(plan.test, plan.val),
+        into=cache.get(key),
+    )
     cache[key] = sets
     return sets
 
 
-def _infer(model: Any, sets: EvalSets, plan: _Plan, bs: int, device: str, precision: str,
-           desc: str, progress: bool) -> _Inferred:
+def _infer(
+    model: Any,
+    sets: EvalSets,
+    plan: _Plan,
+    bs: int,
+    device: str,
+    precision: str,
+    desc: str,
+    progress: bool,
+) -> _Inferred:
     """Logits of test, validation, the available MNIST-C and OOD sets (with the features of
     test, validation and OOD when needed); class labels checked."""
     mc_names = plan.corrupted
@@ -122,8 +140,16 @@ def _infer(model: Any, sets: EvalSets, plan: _Plan, bs: int, device: str, precis
     t0 = time.perf_counter()
     logits, feats = {}, {}
     for n in order:
-        p = predict(model, sets[n][0], bs, device, precision, features=n in with_features,
-                    desc=f"{desc}: {n}", progress=progress)
+        p = predict(
+            model,
+            sets[n][0],
+            bs,
+            device,
+            precision,
+            features=n in with_features,
+            desc=f"{desc}: {n}",
+            progress=progress,
+        )
         logits[n] = p.logits
         if p.features is not None:
             feats[n] = p.features.astype(FEATURE_DTYPE)
@@ -131,15 +157,27 @@ def _infer(model: Any, sets: EvalSets, plan: _Plan, bs: int, device: str, precis
     labels = {n: sets[n][1] for n in order}
     for n in [plan.test, plan.val, *mc_names]:
         if n in labels and (labels[n].min() < 0 or labels[n].max() >= logits[n].shape[1]):
-            raise DataError(f"{sets.data_dir}: set {n} must carry class labels, found "
-                            f"[{labels[n].min()}, {labels[n].max()}]")
-    return _Inferred(order, logits, labels, seconds, feats,
-                     {n: labels[n] for n in order if n in feats})
+            raise DataError(
+                f"{sets.data_dir}: set {n} must carry class labels, found "
+                f"[{labels[n].min()}, {labels[n].max()}]"
+            )
+    return _Inferred(
+        order, logits, labels, seconds, feats, {n: labels[n] for n in order if n in feats}
+    )
 
 
-def _train_features(model: Any, sets: EvalSets, plan: _Plan, inf: _Inferred, seed: int,
-                    bs: int, device: str, precision: str, desc: str,
-                    progress: bool) -> TrainingFeatures:
+def _train_features(
+    model: Any,
+    sets: EvalSets,
+    plan: _Plan,
+    inf: _Inferred,
+    seed: int,
+    bs: int,
+    device: str,
+    precision: str,
+    desc: str,
+    progress: bool,
+) -> TrainingFeatures:
     """Features of :data:`TRAIN_SUBSET` seeded training images (stored as ``train``), with
     their labels and the classifier head."""
     import torch
@@ -147,56 +185,94 @@ def _train_features(model: Any, sets: EvalSets, plan: _Plan, inf: _Inferred, see
     images, labels = sets[plan.train]
     t0 = time.perf_counter()
     idx = sections.draw_subset(len(images), TRAIN_SUBSET, seed)
-    f = predict(model, images[idx], bs, device, precision, features=True,
-                desc=f"{desc}: {plan.train} (subset)", progress=progress).features
+    f = predict(
+        model,
+        images[idx],
+        bs,
+        device,
+        precision,
+        features=True,
+        desc=f"{desc}: {plan.train} (subset)",
+        progress=progress,
+    ).features
     inf.features["train"] = f.astype(FEATURE_DTYPE)
     inf.feature_labels["train"] = labels[idx]
     inf.train_index = idx
     inf.train_seconds = time.perf_counter() - t0
     head = model.get_classifier()
     bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
-    return training_features(inf.features["train"], labels[idx],
-                             head.weight.detach().cpu().numpy(), bias.detach().cpu().numpy())
+    return training_features(
+        inf.features["train"],
+        labels[idx],
+        head.weight.detach().cpu().numpy(),
+        bias.detach().cpu().numpy(),
+    )
 
 
 def _features_section(plan: _Plan, inf: _Inferred, seed: int) -> dict[str, Any]:
-    return {"file": FEATURES_FILE if plan.save_features else None,
-            "dtype": np.dtype(FEATURE_DTYPE).name,
-            "dim": int(inf.features[plan.test].shape[1]), "sets": list(inf.features),
-            "train_set": plan.train, "n_train": int(len(inf.features.get("train", ()))),
-            "subset_seed": int(seed), "seconds_train_subset": round(inf.train_seconds, 3)}
+    return {
+        "file": FEATURES_FILE if plan.save_features else None,
+        "dtype": np.dtype(FEATURE_DTYPE).name,
+        "dim": int(inf.features[plan.test].shape[1]),
+        "sets": list(inf.features),
+        "train_set": plan.train,
+        "n_train": int(len(inf.features.get("train", ()))),
+        "subset_seed": int(seed),
+        "seconds_train_subset": round(inf.train_seconds, 3),
+    }
 
 
 def _detectors_section(det: DetectorScores) -> dict[str, Any]:
-    return {**det.info, **{name: {"paper": DETECTORS[name].PAPER, "unavailable": why}
-                           for name, why in det.unavailable.items()}}
+    return {
+        **det.info,
+        **{
+            name: {"paper": DETECTORS[name].PAPER, "unavailable": why}
+            for name, why in det.unavailable.items()
+        },
+    }
 
 
-def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, plan: _Plan, inf: _Inferred,
-             det: DetectorScores, *, which: str, seed: int, device: str, precision: str,
-             bs: int) -> dict[str, Any]:
+def _results(
+    run_dir: Path,
+    cfg: dict[str, Any],
+    sets: EvalSets,
+    plan: _Plan,
+    inf: _Inferred,
+    det: DetectorScores,
+    *,
+    which: str,
+    seed: int,
+    device: str,
+    precision: str,
+    bs: int,
+) -> dict[str, Any]:
     """Every section of results.json from the logits and the detector scores."""
     test, val = plan.test, plan.val
     z, y = inf.logits, inf.labels
     clean = sections.clean_section(z, y, test, val)
-    mnist_c = sections.mnist_c_section(z, y, sets.manifest, clean["test_accuracy"],
-                                       cfg["data"].get("corrupted", "mnist_c"))
-    scores = {n: {s: fn(z[n]) for s, fn in plan.logit_scores.items()}
-              for n in [test, *plan.ood] if n in z}
+    mnist_c = sections.mnist_c_section(
+        z, y, sets.manifest, clean["test_accuracy"], cfg["data"].get("corrupted", "mnist_c")
+    )
+    scores = {
+        n: {s: fn(z[n]) for s, fn in plan.logit_scores.items()} for n in [test, *plan.ood] if n in z
+    }
     for n, by_det in det.scores.items():
         scores[n].update(by_det)
     names = [s for s in plan.scores if s in scores[test]]  # eval.scores' order, available ones
     scores = {n: {s: by_score[s] for s in names} for n, by_score in scores.items()}
-    ood, ood_unavailable = sections.ood_section(cfg, sets, scores, test, plan.ood, seed,
-                                                det.subsets)
+    ood, ood_unavailable = sections.ood_section(
+        cfg, sets, scores, test, plan.ood, seed, det.subsets
+    )
     err, err_note = sections.error_detection_section(z[test], y[test], test, plan.logit_scores)
     cal = sections.calibration_section(z, y, test, val, ood, int(cfg["eval"]["n_ood"]), seed)
     notes = sections.notes_section(cfg, mnist_c, ood, sets.manifest, ood_unavailable)
     if err_note:
         notes.append(err_note)
     if det.unavailable:
-        notes.append(f"Detectors not evaluated: {', '.join(det.unavailable)} "
-                     f"({next(iter(det.unavailable.values()))}).")
+        notes.append(
+            f"Detectors not evaluated: {', '.join(det.unavailable)} "
+            f"({next(iter(det.unavailable.values()))})."
+        )
     text = {**SCORE_TEXT, **DETECTOR_TEXT}
     convention = {**CONVENTION, "scores": {s: text.get(s, s) for s in names}}
     if plan.detectors:
@@ -208,13 +284,22 @@ def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, plan: _Plan, in
         "seed": int(cfg["train"]["seed"]),
         "which": which,
         "eval_seed": int(seed),
-        "config": {"augment": cfg["augment"], "oe": cfg["oe"], "model": cfg["model"],
-                   "train": cfg["train"], "presets": cfg["variant"].get("presets", [])},
+        "config": {
+            "augment": cfg["augment"],
+            "oe": cfg["oe"],
+            "model": cfg["model"],
+            "train": cfg["train"],
+            "presets": cfg["variant"].get("presets", []),
+        },
         "convention": convention,
-        "inference": {"device": device, "precision": precision, "batch_size": bs,
-                      "channels_last": device == "cpu" or precision == "bf16",
-                      "images": int(sum(len(sets[n][0]) for n in inf.order)),
-                      "seconds": round(inf.seconds, 3)},
+        "inference": {
+            "device": device,
+            "precision": precision,
+            "batch_size": bs,
+            "channels_last": device == "cpu" or precision == "bf16",
+            "images": int(sum(len(sets[n][0]) for n in inf.order)),
+            "seconds": round(inf.seconds, 3),
+        },
         "data": sections.data_section(sets, inf.order),
         "clean": clean,
         "mnist_c": mnist_c,
@@ -225,12 +310,14 @@ def _results(run_dir: Path, cfg: dict[str, Any], sets: EvalSets, plan: _Plan, in
         results["detectors"] = _detectors_section(det)
     if inf.features:
         results["features"] = _features_section(plan, inf, seed)
-    results.update({
-        "error_detection": err,
-        "calibration": cal,
-        "summary": sections.summary_section(clean, mnist_c, ood, cal, names),
-        "notes": notes,
-    })
+    results.update(
+        {
+            "error_detection": err,
+            "calibration": cal,
+            "summary": sections.summary_section(clean, mnist_c, ood, cal, names),
+            "notes": notes,
+        }
+    )
     return results
 
 
@@ -252,10 +339,17 @@ def _write(run_dir: Path, results: dict[str, Any], inf: _Inferred, save_features
     atomic_write(run_dir / RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
 
 
-def _evaluate_locked(run_dir: Path, data_dir: str | os.PathLike | None,
-                     sets_cache: dict[str, EvalSets] | None, seed: int, which: str,
-                     device: str, precision: str, batch_size: int | None,
-                     progress: bool) -> dict[str, Any]:
+def _evaluate_locked(
+    run_dir: Path,
+    data_dir: str | os.PathLike | None,
+    sets_cache: dict[str, EvalSets] | None,
+    seed: int,
+    which: str,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    progress: bool,
+) -> dict[str, Any]:
     from fastmix.train.checkpoint import load_run
 
     t_start = time.perf_counter()
@@ -268,15 +362,38 @@ def _evaluate_locked(run_dir: Path, data_dir: str | os.PathLike | None,
     inf = _infer(model, sets, plan, bs, device, precision, desc, progress)
     train = None
     if plan.needs_features and plan.train in sets:
-        train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc,
-                                progress)
-    det = run_detectors(plan.detectors, model, train, inf.features, sets,
-                        [n for n in (plan.test, *plan.ood) if n in inf.logits], plan.val, seed,
-                        train_set=plan.train, device=device, batch_size=bs, desc=desc,
-                        progress=progress, train_missing=f"training set {plan.train} "
-                        f"unavailable: {sets.unavailable.get(plan.train)}")
-    results = jsonable(_results(run_dir, cfg, sets, plan, inf, det, which=which, seed=seed,
-                                device=device, precision=precision, bs=bs))
+        train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc, progress)
+    det = run_detectors(
+        plan.detectors,
+        model,
+        train,
+        inf.features,
+        sets,
+        [n for n in (plan.test, *plan.ood) if n in inf.logits],
+        plan.val,
+        seed,
+        train_set=plan.train,
+        device=device,
+        batch_size=bs,
+        desc=desc,
+        progress=progress,
+        train_missing=f"training set {plan.train} unavailable: {sets.unavailable.get(plan.train)}",
+    )
+    results = jsonable(
+        _results(
+            run_dir,
+            cfg,
+            sets,
+            plan,
+            inf,
+            det,
+            which=which,
+            seed=seed,
+            device=device,
+            precision=precision,
+            bs=bs,
+        )
+    )
     results["seconds"] = round(time.perf_counter() - t_start, 3)
     _write(run_dir, results, inf, plan.save_features)
     return results
@@ -314,5 +431,6 @@ def evaluate_run(
     device, precision = resolve_inference(device, precision)  # refuse a missing GPU first
     with run_lock(run_dir, "fastmix eval"):
         remove_temporaries(run_dir, EVAL_FILES)  # of a killed evaluation: none is in progress
-        return _evaluate_locked(run_dir, data_dir, sets_cache, seed, which, device, precision,
-                                batch_size, progress)
+        return _evaluate_locked(
+            run_dir, data_dir, sets_cache, seed, which, device, precision, batch_size, progress
+        )

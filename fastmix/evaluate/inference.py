@@ -37,8 +37,9 @@ def strict_fp32(device: str) -> contextlib.AbstractContextManager:
     if not device.startswith("cuda"):
         return contextlib.nullcontext()
     c = torch.backends.cudnn
-    return c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic,
-                   allow_tf32=False)
+    return c.flags(
+        enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=False
+    )
 
 
 def resolve_inference(device: str = "auto", precision: str = "auto") -> tuple[str, str]:
@@ -112,16 +113,14 @@ def predict(
     bf16 = precision == "bf16"
     model, cl = prepare_model(model, device, precision)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    autocast = (torch.autocast(dev_type, dtype=torch.bfloat16) if bf16
-                else contextlib.nullcontext())
+    autocast = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     zs: list[np.ndarray] = []
     fs: list[np.ndarray] = []
     bs = int(batch_size)
     bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=not progress)
-    with bar, torch.inference_mode(), (contextlib.nullcontext() if bf16 else
-                                        strict_fp32(device)):
+    with bar, torch.inference_mode(), contextlib.nullcontext() if bf16 else strict_fp32(device):
         for i in range(0, len(images), bs):
-            xb = to_model_input(np.ascontiguousarray(images[i:i + bs]), device, cl)
+            xb = to_model_input(np.ascontiguousarray(images[i : i + bs]), device, cl)
             if split:
                 with autocast:
                     f = model.forward_features(xb)
@@ -134,12 +133,16 @@ def predict(
                     z = model(xb)
             zs.append(z.float().cpu().numpy())
             bar.update(len(xb))
-    logits = (np.concatenate(zs).astype(np.float32, copy=False) if zs
-              else np.zeros((0, 0), np.float32))
+    logits = (
+        np.concatenate(zs).astype(np.float32, copy=False) if zs else np.zeros((0, 0), np.float32)
+    )
     feats = None
     if features:
-        feats = (np.concatenate(fs).astype(np.float32, copy=False) if fs
-                 else np.zeros((0, 0), np.float32))
+        feats = (
+            np.concatenate(fs).astype(np.float32, copy=False)
+            if fs
+            else np.zeros((0, 0), np.float32)
+        )
     return Prediction(logits, feats)
 
 

@@ -40,29 +40,55 @@ class DetectorScores:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
-def _odin(model: Any, sets: EvalSets, score_sets: list[str], val: str, seed: int,
-          device: str, batch_size: int, desc: str, progress: bool, out: DetectorScores) -> None:
+def _odin(
+    model: Any,
+    sets: EvalSets,
+    score_sets: list[str],
+    val: str,
+    seed: int,
+    device: str,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+    out: DetectorScores,
+) -> None:
     t0 = time.perf_counter()
     val_x = sets[val][0][draw_subset(len(sets[val][0]), odin.VAL_IMAGES, seed)]
-    eps, mean_s = odin.choose_epsilon(model, val_x, device=device, batch_size=batch_size,
-                                      desc=f"{desc}: odin eps on {val}", progress=progress)
+    eps, mean_s = odin.choose_epsilon(
+        model,
+        val_x,
+        device=device,
+        batch_size=batch_size,
+        desc=f"{desc}: odin eps on {val}",
+        progress=progress,
+    )
     for name in score_sets:
         images = sets[name][0]
         pick = draw_subset(len(images), odin.MAX_IMAGES, seed)
-        z = odin.perturbed_logits(model, images[pick], [eps], device=device,
-                                  batch_size=batch_size, desc=f"{desc}: odin {name}",
-                                  progress=progress)[eps]
+        z = odin.perturbed_logits(
+            model,
+            images[pick],
+            [eps],
+            device=device,
+            batch_size=batch_size,
+            desc=f"{desc}: odin {name}",
+            progress=progress,
+        )[eps]
         out.scores.setdefault(name, {})["odin"] = odin.score(z)
         if len(pick) < len(images):
             out.subsets.setdefault(name, {})["odin"] = int(len(pick))
     out.info["odin"] = {
         "paper": odin.PAPER,
         "fit_on": f"{len(val_x)} seeded images of {val} (in-distribution only): eps with the "
-                  "largest mean S(x~; T) (Hsu et al. 2020)",
-        "hyperparameters": {"temperature": odin.TEMPERATURE, "epsilon": eps,
-                            "epsilon_grid": list(odin.EPSILONS),
-                            "mean_val_score": {str(e): s for e, s in mean_s.items()},
-                            "images_per_set": odin.MAX_IMAGES, "subset_seed": seed},
+        "largest mean S(x~; T) (Hsu et al. 2020)",
+        "hyperparameters": {
+            "temperature": odin.TEMPERATURE,
+            "epsilon": eps,
+            "epsilon_grid": list(odin.EPSILONS),
+            "mean_val_score": {str(e): s for e, s in mean_s.items()},
+            "images_per_set": odin.MAX_IMAGES,
+            "subset_seed": seed,
+        },
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -108,8 +134,8 @@ def run_detectors(
         out.info[name] = {
             "paper": mod.PAPER,
             "fit_on": f"penultimate features of {len(train.features)} seeded images of "
-                      f"{train_set} (seed {seed})"
-                      + (" and the classifier head" if name in ("vim", "react") else ""),
+            f"{train_set} (seed {seed})"
+            + (" and the classifier head" if name in ("vim", "react") else ""),
             "hyperparameters": mod.hyperparameters(fitted),
             "seconds": round(time.perf_counter() - t0, 3),
         }

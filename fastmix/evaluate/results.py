@@ -99,23 +99,23 @@ SCORE_TEXT = {
 CONVENTION: dict[str, Any] = {
     "positive_class": "ood",
     "text": "OOD is the positive class; anomaly scores are higher = more anomalous, computed in "
-            "float64 from float32 logits; all metrics are fractions in [0, 1]",
+    "float64 from float32 logits; all metrics are fractions in [0, 1]",
     "text_scores": "anomaly scores are higher = more anomalous, computed in float64 from "
-                   "float32 logits",
+    "float32 logits",
     "fpr95": "FPR on ID at the first (highest) threshold whose TPR on OOD reaches 0.95 "
-             "(OpenOOD v1.5 / pytorch-ood rule; the OE repository takes the threshold whose "
-             "recall is closest to 0.95: similar, not identical)",
+    "(OpenOOD v1.5 / pytorch-ood rule; the OE repository takes the threshold whose "
+    "recall is closest to 0.95: similar, not identical)",
     "aupr_in": "average precision with ID positive and the score negated",
     "aupr_out": "average precision with OOD positive",
     "full": "the whole OOD set against the whole ID test set",
     "draws": "Outlier Exposure protocol: mean and population std over n_draws draws of n_ood "
-             "OOD samples (without replacement) against all ID test samples",
+    "OOD samples (without replacement) against all ID test samples",
     "scores": SCORE_TEXT,
     "seen_in_training": "true iff the model used Outlier Exposure and the OOD set's family "
-                        "(manifest.json) equals the family of the OE source beton",
+    "(manifest.json) equals the family of the OE source beton",
     "calibration": "T fitted on the validation split by NLL; ECE/MCE with 15 equal-width bins, "
-                   "RMS with adaptive bins of 100; with OOD: per OOD set, n_ood OOD samples "
-                   "(drawn once, seeded) counted as wrong predictions",
+    "RMS with adaptive bins of 100; with OOD: per OOD set, n_ood OOD samples "
+    "(drawn once, seeded) counted as wrong predictions",
 }
 
 
@@ -168,7 +168,7 @@ def load_logits(run_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nd
     """``<run>/logits.npz`` as ``set name -> (logits float32 (N, C), labels int64 (N,))``."""
     path = Path(run_dir) / LOGITS_FILE
     arrays = _load_npz(path, run_dir)
-    names = [k[len("logits/"):] for k in arrays if k.startswith("logits/")]
+    names = [k[len("logits/") :] for k in arrays if k.startswith("logits/")]
     try:
         return {n: (arrays[f"logits/{n}"], arrays[f"labels/{n}"]) for n in names}
     except KeyError as e:

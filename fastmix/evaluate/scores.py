@@ -174,9 +174,7 @@ def entropy(logits: np.ndarray) -> np.ndarray:
     return -np.where(p > 0.0, p * lp, 0.0).sum(axis=1)
 
 
-def check_logits_labels(
-    logits: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def check_logits_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validated (float64 logits (N, C), int64 class labels (N,)); ValueError otherwise."""
     z = np.asarray(logits)
     y = np.asarray(labels)

@@ -35,13 +35,29 @@ try:  # the generator's own list (same order); a fallback keeps evaluation impor
     from fastmix.converters.mnist_c import CORRUPTIONS as _CORRUPTIONS
 except ImportError:  # pragma: no cover - only while converters/mnist_c.py is absent
     _CORRUPTIONS = (
-        "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-        "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag",
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "shear",
+        "scale",
+        "rotate",
+        "brightness",
+        "translate",
+        "stripe",
+        "fog",
+        "spatter",
+        "dotted_line",
+        "zigzag",
         "canny_edges",
     )
 MNIST_C_CORRUPTIONS: tuple[str, ...] = tuple(_CORRUPTIONS)
-ID_TITLES = {"mnist_test": "MNIST", "fmnist_test": "Fashion-MNIST", "kmnist_test": "KMNIST",
-             "notmnist_test": "notMNIST"}
+ID_TITLES = {
+    "mnist_test": "MNIST",
+    "fmnist_test": "Fashion-MNIST",
+    "kmnist_test": "KMNIST",
+    "notmnist_test": "notMNIST",
+}
 
 
 def corrupted_names(prefix: str = "mnist_c") -> list[str]:
@@ -52,6 +68,7 @@ def corrupted_names(prefix: str = "mnist_c") -> list[str]:
 def id_title(test_set: str) -> str:
     """How reports name a study's in-distribution set (its test beton's family)."""
     return ID_TITLES.get(test_set, test_set)
+
 
 # (resolved path, size, mtime_ns) -> sha256 of the file's bytes, for this process
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -208,10 +225,15 @@ def seen_in_training(
     if set_name == source:
         return True, f"seen: {set_name} is the Outlier Exposure source itself"
     if src_family is None:
-        return False, (f"held out (family unknown): OE source {source} is not in the manifest, "
-                       f"so its family cannot be compared with {set_name}'s ({family})")
+        return False, (
+            f"held out (family unknown): OE source {source} is not in the manifest, "
+            f"so its family cannot be compared with {set_name}'s ({family})"
+        )
     if family == src_family:
-        return True, (f"seen in training: Outlier Exposure used {source} (family {src_family}),"
-                      f" the same distribution family as {set_name}")
-    return False, (f"held out: OE source {source} is family {src_family}, "
-                   f"{set_name} is family {family}")
+        return True, (
+            f"seen in training: Outlier Exposure used {source} (family {src_family}),"
+            f" the same distribution family as {set_name}"
+        )
+    return False, (
+        f"held out: OE source {source} is family {src_family}, {set_name} is family {family}"
+    )

@@ -19,8 +19,13 @@ import numpy as np
 __all__ = ["MATCH_POINTS", "detector_section"]
 
 MATCH_POINTS = 0.5  # AUROC points within which a detector "matches" another number
-_KIND = {"odin": "input gradients", "mahalanobis": "features", "knn": "features",
-         "vim": "features + head", "react": "features + head"}
+_KIND = {
+    "odin": "input gradients",
+    "mahalanobis": "features",
+    "knn": "features",
+    "vim": "features + head",
+    "react": "features + head",
+}
 _PLAIN = "base"  # the variant without augmentation or Outlier Exposure
 _TRAINED = ("base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
 
@@ -39,16 +44,22 @@ def _pct(a: tuple[float, float, int] | None) -> str:
     return f"{100 * m:.2f}" if n == 1 else f"{100 * m:.2f} ± {100 * s:.2f}"
 
 
-def _held_out_common(runs: list[dict[str, Any]],
-                     ) -> tuple[list[str], dict[str, list[str]], list[str]]:
+def _held_out_common(
+    runs: list[dict[str, Any]],
+) -> tuple[list[str], dict[str, list[str]], list[str]]:
     """The OOD sets every run evaluated and none saw in training; the sets some run saw, with
     the variants that saw them; the sets some run did not evaluate."""
     names = list(dict.fromkeys(n for r in runs for n in (r.get("ood") or {})))
     common, seen_by, partial = [], {}, []
     for n in names:
         entries = [(r, (r.get("ood") or {}).get(n)) for r in runs]
-        seen = sorted({r.get("variant", "custom") for r, e in entries
-                       if e is not None and e["seen_in_training"]})
+        seen = sorted(
+            {
+                r.get("variant", "custom")
+                for r, e in entries
+                if e is not None and e["seen_in_training"]
+            }
+        )
         if seen:
             seen_by[n] = seen
         elif any(e is None for _, e in entries):
@@ -65,40 +76,63 @@ def _run_mean(r: dict[str, Any], score: str, metric: str, sets: Sequence[str]) -
     return float(np.mean([v[metric] for v in vals]))
 
 
-def _reading(groups: dict[str, list[dict[str, Any]]], scores: list[str], sets: list[str],
-             title: dict[str, str]) -> list[str]:
+def _reading(
+    groups: dict[str, list[dict[str, Any]]],
+    scores: list[str],
+    sets: list[str],
+    title: dict[str, str],
+) -> list[str]:
     """Where the plain model's best post-hoc detector matches or beats the training-time
     variants' MSP, and where it does not."""
     posthoc = [s for s in scores if s in _KIND]
     if _PLAIN not in groups or not posthoc or not sets:
         return []
-    auroc = {(v, s): _mean_std(_run_mean(r, s, "auroc", sets) for r in runs)
-             for v, runs in groups.items() for s in scores}
+    auroc = {
+        (v, s): _mean_std(_run_mean(r, s, "auroc", sets) for r in runs)
+        for v, runs in groups.items()
+        for s in scores
+    }
     have = [s for s in posthoc if auroc[(_PLAIN, s)] is not None]
     if not have:
         return []
     best = max(have, key=lambda s: auroc[(_PLAIN, s)][0])
     b = auroc[(_PLAIN, best)][0]
-    lines = ["Reading (mean AUROC over the sets above; \"matches\" = within "
-             f"{MATCH_POINTS:g} points):", ""]
+    lines = [
+        f'Reading (mean AUROC over the sets above; "matches" = within {MATCH_POINTS:g} points):',
+        "",
+    ]
     base_msp = auroc.get((_PLAIN, "msp"))
-    lines.append(f"- On {title.get(_PLAIN, _PLAIN)}, the best post-hoc detector is `{best}` "
-                 f"({100 * b:.2f})" + (f", against {100 * base_msp[0]:.2f} for MSP on the same "
-                                       "model." if base_msp else "."))
+    lines.append(
+        f"- On {title.get(_PLAIN, _PLAIN)}, the best post-hoc detector is `{best}` "
+        f"({100 * b:.2f})"
+        + (f", against {100 * base_msp[0]:.2f} for MSP on the same model." if base_msp else ".")
+    )
     for v in _TRAINED:
         other = auroc.get((v, "msp"))
         if v not in groups or other is None:
             continue
         diff = 100 * (b - other[0])
-        verdict = ("beats" if diff > MATCH_POINTS else "matches" if diff >= -MATCH_POINTS
-                   else "does not match")
-        lines.append(f"- {title.get(v, v)} with MSP: {100 * other[0]:.2f}; `{best}` on "
-                     f"{title.get(_PLAIN, _PLAIN)} {verdict} it ({diff:+.2f} points).")
-        gain = [s for s in posthoc if auroc.get((v, s)) is not None
-                and auroc[(v, s)][0] > other[0] + MATCH_POINTS / 100]
+        verdict = (
+            "beats"
+            if diff > MATCH_POINTS
+            else "matches"
+            if diff >= -MATCH_POINTS
+            else "does not match"
+        )
+        lines.append(
+            f"- {title.get(v, v)} with MSP: {100 * other[0]:.2f}; `{best}` on "
+            f"{title.get(_PLAIN, _PLAIN)} {verdict} it ({diff:+.2f} points)."
+        )
+        gain = [
+            s
+            for s in posthoc
+            if auroc.get((v, s)) is not None and auroc[(v, s)][0] > other[0] + MATCH_POINTS / 100
+        ]
         if gain:
-            lines.append(f"  On {title.get(v, v)} itself, {', '.join(f'`{s}`' for s in gain)} "
-                         "improve on its MSP.")
+            lines.append(
+                f"  On {title.get(v, v)} itself, {', '.join(f'`{s}`' for s in gain)} "
+                "improve on its MSP."
+            )
     return lines + [""]
 
 
@@ -109,8 +143,9 @@ def detector_section(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     from fastmix.report.format import VARIANT_TITLE
 
     runs = [r for rs in groups.values() for r in rs]
-    scores = list(dict.fromkeys(s for r in runs for e in (r.get("ood") or {}).values()
-                                for s in e["full"]))
+    scores = list(
+        dict.fromkeys(s for r in runs for e in (r.get("ood") or {}).values() for s in e["full"])
+    )
     lines = ["### Post-hoc detectors against training-time methods (held-out OOD sets)", ""]
     if not any(s in _KIND for s in scores):
         return lines + ["No post-hoc detector was evaluated (`eval.scores`).", ""]
@@ -118,19 +153,31 @@ def detector_section(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
     if not sets:
         return lines + ["No OOD set was evaluated and held out by every model.", ""]
     title = {v: VARIANT_TITLE.get(v, v) for v in groups}
-    lines += [f"Mean over the OOD sets every model held out: {', '.join(sets)}. Cells: AUROC / "
-              "FPR95 (%, OOD positive); mean ± std over runs where a variant has several."]
+    lines += [
+        f"Mean over the OOD sets every model held out: {', '.join(sets)}. Cells: AUROC / "
+        "FPR95 (%, OOD positive); mean ± std over runs where a variant has several."
+    ]
     if seen_by:
-        lines.append("Left out as **seen in training**: " + "; ".join(
-            f"{n} (by {', '.join(title.get(v, v) for v in vs)})" for n, vs in seen_by.items())
-            + ".")
+        lines.append(
+            "Left out as **seen in training**: "
+            + "; ".join(
+                f"{n} (by {', '.join(title.get(v, v) for v in vs)})" for n, vs in seen_by.items()
+            )
+            + "."
+        )
     if partial:
         lines.append(f"Left out as not evaluated by every run: {', '.join(partial)}.")
-    odin_sub = {e["subsets"]["odin"]["n_ood"] for r in runs for e in (r.get("ood") or {}).values()
-                if "odin" in (e.get("subsets") or {})}
+    odin_sub = {
+        e["subsets"]["odin"]["n_ood"]
+        for r in runs
+        for e in (r.get("ood") or {}).values()
+        if "odin" in (e.get("subsets") or {})
+    }
     if odin_sub:
-        lines.append(f"`odin` is scored on seeded subsets (up to {max(odin_sub)} images per set, "
-                     "ID test included).")
+        lines.append(
+            f"`odin` is scored on seeded subsets (up to {max(odin_sub)} images per set, "
+            "ID test included)."
+        )
     lines.append("")
     rows = []
     for s in scores:

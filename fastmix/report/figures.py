@@ -22,8 +22,9 @@ from fastmix.report.format import (
 )
 
 
-def figures_section(groups: Groups, run_of: dict[int, Path],
-             out_dir: Path) -> tuple[list[str], list[Path]]:
+def figures_section(
+    groups: Groups, run_of: dict[int, Path], out_dir: Path
+) -> tuple[list[str], list[Path]]:
     from fastmix.report import plots
 
     plot_dir = out_dir / "plots"
@@ -31,16 +32,23 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
     lines = ["## 6. Figures", ""]
     made: list[Path] = []
     # values over all runs
-    heat = {v: {n: (np.mean(vals(get(r, "ood", n, "full", "msp", "auroc") for r in runs)),
-                    0.0)
-                for n in dict.fromkeys(n for r in runs for n in (r.get("ood") or {}))
-                if vals(get(r, "ood", n, "full", "msp", "auroc") for r in runs)}
-            for v, runs in groups.items()}
+    heat = {
+        v: {
+            n: (np.mean(vals(get(r, "ood", n, "full", "msp", "auroc") for r in runs)), 0.0)
+            for n in dict.fromkeys(n for r in runs for n in (r.get("ood") or {}))
+            if vals(get(r, "ood", n, "full", "msp", "auroc") for r in runs)
+        }
+        for v, runs in groups.items()
+    }
     seen = {v: {n: bool(seen_any(runs, n)) for n in heat[v]} for v, runs in groups.items()}
     if any(heat.values()):
         made.append(plots.plot_auroc_heatmap(heat, plot_dir / "ood_auroc_heatmap.png", seen))
-        lines += ["OOD AUROC (MSP, full sets; mean over runs), variant x set:", "",
-                  "![OOD AUROC heatmap](plots/ood_auroc_heatmap.png)", ""]
+        lines += [
+            "OOD AUROC (MSP, full sets; mean over runs), variant x set:",
+            "",
+            "![OOD AUROC heatmap](plots/ood_auroc_heatmap.png)",
+            "",
+        ]
     mc, clean = {}, {}
     for v, runs in groups.items():
         per = {}
@@ -54,8 +62,12 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
             clean[title(v)] = (a[0], a[1])
     if mc:
         made.append(plots.plot_mnist_c_bars(mc, plot_dir / "mnist_c.png", clean=clean))
-        lines += [f"{c_name} accuracy per corruption (error bars: std over runs):", "",
-                  f"![{c_name} per corruption](plots/mnist_c.png)", ""]
+        lines += [
+            f"{c_name} accuracy per corruption (error bars: std over runs):",
+            "",
+            f"![{c_name} per corruption](plots/mnist_c.png)",
+            "",
+        ]
     # logits-based figures: the first run (lowest seed) of each variant
     first: dict[str, tuple[dict[str, Any], dict]] = {}
     missing = []
@@ -67,16 +79,26 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
             missing.append(path.name)
     if first:
         id_set = get(next(iter(first.values()))[0], "clean", "test_set") or "mnist_test"
-        run_logits = {title(v): {n: z for n, (z, _) in lg.items()} for v, (_, lg) in
-                      first.items()}
+        run_logits = {title(v): {n: z for n, (z, _) in lg.items()} for v, (_, lg) in first.items()}
         ood_sets = list(dict.fromkeys(n for r, _ in first.values() for n in (r.get("ood") or {})))
         if ood_sets:
-            seen_roc = {title(v): {n: bool(get(r, "ood", n, "seen_in_training"))
-                                    for n in (r.get("ood") or {})} for v, (r, _) in first.items()}
-            made.append(plots.plot_roc(run_logits, plot_dir / "roc_msp.png", ood_sets, "msp",
-                                       id_set, seen_roc))
-            lines += ["ROC curves, MSP (first run of each variant; dashed = seen in training):",
-                      "", "![ROC curves](plots/roc_msp.png)", ""]
+            seen_roc = {
+                title(v): {
+                    n: bool(get(r, "ood", n, "seen_in_training")) for n in (r.get("ood") or {})
+                }
+                for v, (r, _) in first.items()
+            }
+            made.append(
+                plots.plot_roc(
+                    run_logits, plot_dir / "roc_msp.png", ood_sets, "msp", id_set, seen_roc
+                )
+            )
+            lines += [
+                "ROC curves, MSP (first run of each variant; dashed = seen in training):",
+                "",
+                "![ROC curves](plots/roc_msp.png)",
+                "",
+            ]
         entries = {}
         for v, (r, lg) in first.items():
             if id_set in lg and get(r, "calibration", "temperature"):
@@ -84,9 +106,13 @@ def figures_section(groups: Groups, run_of: dict[int, Path],
                 entries[title(v)] = (z, y, float(r["calibration"]["temperature"]))
         if entries:
             made.append(plots.plot_reliability(entries, plot_dir / "reliability.png"))
-            lines += [f"Reliability diagrams on {id_name} test, before / after temperature scaling "
-                      "(first run of each variant):", "",
-                      "![Reliability diagrams](plots/reliability.png)", ""]
+            lines += [
+                f"Reliability diagrams on {id_name} test, before / after temperature scaling "
+                "(first run of each variant):",
+                "",
+                "![Reliability diagrams](plots/reliability.png)",
+                "",
+            ]
     if missing:
         lines += [f"No logits.npz in {', '.join(missing)}: their curves are omitted.", ""]
     return lines, made

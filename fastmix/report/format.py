@@ -9,8 +9,14 @@ from typing import Any
 import numpy as np
 
 VARIANT_ORDER = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
-VARIANT_TITLE = {"base": "Base", "base_oe": "Base+OE", "sp": "S&P", "sp_oe": "S&P+OE",
-                 "pixmix": "PixMix", "pixmix_oe": "PixMix+OE"}
+VARIANT_TITLE = {
+    "base": "Base",
+    "base_oe": "Base+OE",
+    "sp": "S&P",
+    "sp_oe": "S&P+OE",
+    "pixmix": "PixMix",
+    "pixmix_oe": "PixMix+OE",
+}
 PM = "±"
 Groups = dict[str, list[dict[str, Any]]]
 
@@ -64,8 +70,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def seen_any(runs: list[dict[str, Any]], ood_set: str) -> bool | None:
-    flags = {bool(get(r, "ood", ood_set, "seen_in_training")) for r in runs
-             if get(r, "ood", ood_set) is not None}
+    flags = {
+        bool(get(r, "ood", ood_set, "seen_in_training"))
+        for r in runs
+        if get(r, "ood", ood_set) is not None
+    }
     if not flags:
         return None
     return True in flags

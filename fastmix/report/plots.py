@@ -68,8 +68,14 @@ def plot_roc(
     """
     fn = SCORES[score]
     if ood_sets is None:
-        ood_sets = sorted({s for d in run_logits.values() for s in d
-                           if s != id_set and not s.startswith(("mnist_c/", "mnist_val"))})
+        ood_sets = sorted(
+            {
+                s
+                for d in run_logits.values()
+                for s in d
+                if s != id_set and not s.startswith(("mnist_c/", "mnist_val"))
+            }
+        )
     nrows, ncols = _grid(max(1, len(ood_sets)), 4)
     fig = Figure(figsize=(3.4 * ncols, 3.2 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -80,8 +86,14 @@ def plot_roc(
                 continue
             fpr, tpr = _roc(fn(sets[id_set]), fn(sets[name]))
             is_seen = bool(seen and seen.get(run, {}).get(name))
-            ax.plot(fpr, tpr, color=colors[run], lw=1.2, ls="--" if is_seen else "-",
-                    label=f"{run}{' (seen)' if is_seen else ''}")
+            ax.plot(
+                fpr,
+                tpr,
+                color=colors[run],
+                lw=1.2,
+                ls="--" if is_seen else "-",
+                label=f"{run}{' (seen)' if is_seen else ''}",
+            )
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":")
         ax.set_title(f"{name} ({score})", fontsize=9)
         ax.set_xlabel("FPR (ID flagged)", fontsize=8)
@@ -91,7 +103,7 @@ def plot_roc(
         ax.set_ylim(0, 1.01)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="lower right")
-    for ax in list(axes.flat)[len(ood_sets):]:
+    for ax in list(axes.flat)[len(ood_sets) :]:
         ax.set_visible(False)
     fig.suptitle(f"ROC curves vs {id_set}, OOD positive (x axis symlog)", fontsize=10)
     return _save(fig, out_path)
@@ -109,18 +121,35 @@ def plot_reliability(
     axes = fig.subplots(nrows, 2, squeeze=False)
     for row, (label, (z, y, t)) in zip(axes, entries.items(), strict=False):
         z = np.asarray(z, np.float64)
-        for ax, (when, temp) in zip(row, (("before", 1.0), (f"after T={t:.3f}", t)),
-                                    strict=True):
+        for ax, (when, temp) in zip(row, (("before", 1.0), (f"after T={t:.3f}", t)), strict=True):
             p = softmax(z / temp)
             conf = p.max(axis=1)
             correct = p.argmax(axis=1) == y
             lo, hi, count, acc, mconf = reliability_bins(conf, correct, n_bins)
             m = count > 0
             ece = float(np.sum(count[m] / count.sum() * np.abs(acc[m] - mconf[m])))
-            ax.bar(lo[m], acc[m], width=(hi - lo)[m], align="edge", color="C0",
-                   edgecolor="k", lw=0.4, label="accuracy")
-            ax.bar(lo[m], mconf[m] - acc[m], bottom=acc[m], width=(hi - lo)[m], align="edge",
-                   fill=False, edgecolor="C3", hatch="///", lw=0.6, label="gap to confidence")
+            ax.bar(
+                lo[m],
+                acc[m],
+                width=(hi - lo)[m],
+                align="edge",
+                color="C0",
+                edgecolor="k",
+                lw=0.4,
+                label="accuracy",
+            )
+            ax.bar(
+                lo[m],
+                mconf[m] - acc[m],
+                bottom=acc[m],
+                width=(hi - lo)[m],
+                align="edge",
+                fill=False,
+                edgecolor="C3",
+                hatch="///",
+                lw=0.6,
+                label="gap to confidence",
+            )
             ax.plot([0, 1], [0, 1], color="0.4", ls=":", lw=0.8)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
@@ -129,8 +158,7 @@ def plot_reliability(
             ax.set_ylabel("accuracy", fontsize=7)
             ax.tick_params(labelsize=7)
         row[0].legend(fontsize=6, loc="upper left")
-    fig.suptitle("Reliability diagrams (15 equal-width bins), T fitted on validation",
-                 fontsize=9)
+    fig.suptitle("Reliability diagrams (15 equal-width bins), T fitted on validation", fontsize=9)
     return _save(fig, out_path)
 
 
@@ -157,18 +185,32 @@ def plot_mnist_c_bars(
     fig = Figure(figsize=(max(7.0, 0.75 * len(groups) + 2), 4.0), layout="constrained")
     ax = fig.subplots()
     for i, v in enumerate(variants):
-        vals = [(clean or {}).get(v, np.nan) if g == "clean" else acc[v].get(g, np.nan)
-                for g in groups]
+        vals = [
+            (clean or {}).get(v, np.nan) if g == "clean" else acc[v].get(g, np.nan) for g in groups
+        ]
         ms = np.array([_mean_std(val) for val in vals]) * 100
-        ax.bar(x + (i - (len(variants) - 1) / 2) * width, ms[:, 0], width, yerr=ms[:, 1],
-               label=v, color=f"C{i % 10}", capsize=1.5, error_kw={"lw": 0.6})
+        ax.bar(
+            x + (i - (len(variants) - 1) / 2) * width,
+            ms[:, 0],
+            width,
+            yerr=ms[:, 1],
+            label=v,
+            color=f"C{i % 10}",
+            capsize=1.5,
+            error_kw={"lw": 0.6},
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("accuracy (%)", fontsize=8)
     ax.set_ylim(0, 100)
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=7, ncol=min(6, max(1, len(variants))), loc="lower center",
-              bbox_to_anchor=(0.5, 1.06), frameon=False)
+    ax.legend(
+        fontsize=7,
+        ncol=min(6, max(1, len(variants))),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.06),
+        frameon=False,
+    )
     ax.set_title("MNIST-C accuracy per corruption", fontsize=9)
     return _save(fig, out_path)
 
@@ -188,21 +230,26 @@ def plot_auroc_heatmap(
         for j, s in enumerate(sets):
             if s in values[v] and values[v][s] is not None:
                 mat[i, j] = _mean_std(values[v][s])[0] * 100
-    fig = Figure(figsize=(1.1 * len(sets) + 2.5, 0.55 * len(variants) + 1.8),
-                 layout="constrained")
+    fig = Figure(figsize=(1.1 * len(sets) + 2.5, 0.55 * len(variants) + 1.8), layout="constrained")
     ax = fig.subplots()
     finite = mat[np.isfinite(mat)]
     vmin = float(min(50.0, finite.min())) if finite.size else 50.0
-    im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", vmin=vmin, vmax=100,
-                   aspect="auto")
+    im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", vmin=vmin, vmax=100, aspect="auto")
     for i, v in enumerate(variants):
         for j, s in enumerate(sets):
             if not np.isfinite(mat[i, j]):
                 continue
             is_seen = bool(seen and seen.get(v, {}).get(s))
             txt = f"{mat[i, j]:.2f}" + ("\nseen" if is_seen else "")
-            ax.text(j, i, txt, ha="center", va="center", fontsize=6.5,
-                    color="k" if mat[i, j] > (vmin + 100) / 2 else "w")
+            ax.text(
+                j,
+                i,
+                txt,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="k" if mat[i, j] > (vmin + 100) / 2 else "w",
+            )
             if is_seen:
                 ax.add_patch(_hatch(j, i))
     ax.set_xticks(range(len(sets)))

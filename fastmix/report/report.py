@@ -47,38 +47,55 @@ __all__ = ["write_report"]
 
 def _header(groups: Groups, runs: list[tuple[Path, dict]]) -> list[str]:
     id_name, c_name = study_titles(groups)
-    lines = [f"# fastmix report: {id_name} robustness, OOD detection and calibration", "",
-             f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from "
-             f"{len(runs)} run(s) of {len(groups)} variant(s).", ""]
+    lines = [
+        f"# fastmix report: {id_name} robustness, OOD detection and calibration",
+        "",
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from "
+        f"{len(runs)} run(s) of {len(groups)} variant(s).",
+        "",
+    ]
     lines += table(
         ["run", "variant", "train seed", "checkpoint", "inference"],
-        [(p.name, r.get("variant"), r.get("seed"), r.get("which"),
-          f"{get(r, 'inference', 'device')} {get(r, 'inference', 'precision')}")
-         for p, r in runs])
+        [
+            (
+                p.name,
+                r.get("variant"),
+                r.get("seed"),
+                r.get("which"),
+                f"{get(r, 'inference', 'device')} {get(r, 'inference', 'precision')}",
+            )
+            for p, r in runs
+        ],
+    )
     origins = sorted({get(r, "mnist_c", "origin_label") or "not available" for _, r in runs})
     scores = {}
     for _, r in runs:
         scores.update(get(r, "convention", "scores") or {})
-    lines += ["## Conventions", "",
-              f"- **OOD is the positive class**; {CONVENTION['text_scores']}. Tables show "
-              "percent (NLL and Brier as they are).",
-              f"- FPR95: {CONVENTION['fpr95']}.",
-              "- AUPR-In: average precision with ID positive and the score negated; AUPR-Out: "
-              "with OOD positive.",
-              "- Scores (anomaly, higher = more anomalous):"]
+    lines += [
+        "## Conventions",
+        "",
+        f"- **OOD is the positive class**; {CONVENTION['text_scores']}. Tables show "
+        "percent (NLL and Brier as they are).",
+        f"- FPR95: {CONVENTION['fpr95']}.",
+        "- AUPR-In: average precision with ID positive and the score negated; AUPR-Out: "
+        "with OOD positive.",
+        "- Scores (anomaly, higher = more anomalous):",
+    ]
     lines += [f"  - `{k}`: {v}" for k, v in scores.items()]
-    lines += [f"- OOD detection, *full*: {CONVENTION['full']}. *OE protocol*: "
-              f"{CONVENTION['draws']}.",
-              "- **Seen in training** marks an OOD set whose distribution family equals the "
-              "Outlier Exposure source's (the seed report trained OE on Fashion-MNIST and tested "
-              "on Fashion-MNIST: that number is not OOD generalisation). Everything else is "
-              "*held out*.",
-              f"- {c_name}: {'; '.join(origins)}. Score: accuracy per corruption and the plain "
-              "mean over the 15 corruptions (Mu & Gilmer 2019).",
-              f"- Calibration: {CONVENTION['calibration']}.",
-              f"- `a {PM} b`: mean {PM} sample std over the runs (seeds) of a variant; a bare "
-              "number comes from one run. OE-protocol columns of a single run show mean "
-              f"{PM} std over the draws.", ""]
+    lines += [
+        f"- OOD detection, *full*: {CONVENTION['full']}. *OE protocol*: {CONVENTION['draws']}.",
+        "- **Seen in training** marks an OOD set whose distribution family equals the "
+        "Outlier Exposure source's (the seed report trained OE on Fashion-MNIST and tested "
+        "on Fashion-MNIST: that number is not OOD generalisation). Everything else is "
+        "*held out*.",
+        f"- {c_name}: {'; '.join(origins)}. Score: accuracy per corruption and the plain "
+        "mean over the 15 corruptions (Mu & Gilmer 2019).",
+        f"- Calibration: {CONVENTION['calibration']}.",
+        f"- `a {PM} b`: mean {PM} sample std over the runs (seeds) of a variant; a bare "
+        "number comes from one run. OE-protocol columns of a single run show mean "
+        f"{PM} std over the draws.",
+        "",
+    ]
     return lines
 
 
@@ -86,8 +103,11 @@ def _model_note(models: dict[str, list[dict[str, Any]]]) -> list[str]:
     tags = list(models)
     if len(tags) == 1:
         return [f"Model: {tags[0]}.", ""]
-    return [f"Models: {', '.join(f'{t} ({len(r)} runs)' for t, r in models.items())}. Sections "
-            f"1-6 cover the main model, {tags[0]}; the ablation covers every model.", ""]
+    return [
+        f"Models: {', '.join(f'{t} ({len(r)} runs)' for t, r in models.items())}. Sections "
+        f"1-6 cover the main model, {tags[0]}; the ablation covers every model.",
+        "",
+    ]
 
 
 def _notes(groups: Groups) -> list[str]:

@@ -24,8 +24,14 @@ from fastmix.errors import TrainingError
 from fastmix.files import atomic_write
 
 FORMAT = 1
-_FIELDS = {"config_hash": str, "variant": str, "epoch": int, "step": int, "optimizer": dict,
-           "best_val_acc": (float, int)}
+_FIELDS = {
+    "config_hash": str,
+    "variant": str,
+    "epoch": int,
+    "step": int,
+    "optimizer": dict,
+    "best_val_acc": (float, int),
+}
 
 
 class CheckpointError(TrainingError):
@@ -52,10 +58,14 @@ def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> 
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a fastmix checkpoint (format {FORMAT})")
-    bad = [k for k, types in _FIELDS.items()
-           if k in ckpt and (not isinstance(ckpt[k], types) or isinstance(ckpt[k], bool))]
+    bad = [
+        k
+        for k, types in _FIELDS.items()
+        if k in ckpt and (not isinstance(ckpt[k], types) or isinstance(ckpt[k], bool))
+    ]
     if not isinstance(ckpt["model"], dict) or not all(
-            isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        isinstance(v, torch.Tensor) for v in ckpt["model"].values()
+    ):
         bad.append("model")
     if bad:
         raise CheckpointError(f"{path}: damaged checkpoint (malformed {', '.join(bad)})")

@@ -128,8 +128,9 @@ class ConvNet(Classifier):
 class LeNet(Classifier):
     """Two 5x5 convolutions and a fully connected head (module docstring)."""
 
-    def __init__(self, width: int = 16, num_classes: int = 10, hidden: int = 128,
-                 dropout: float = 0.25) -> None:
+    def __init__(
+        self, width: int = 16, num_classes: int = 10, hidden: int = 128, dropout: float = 0.25
+    ) -> None:
         super().__init__()
         w = width
         self.conv1 = nn.Conv2d(1, w, 5)
@@ -200,8 +201,11 @@ def flops_per_image(model: nn.Module, size: int = 28) -> int:
         elif isinstance(mod, nn.Linear):
             total += 2 * mod.in_features * mod.out_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -41,8 +41,9 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
-                    ) -> Iterator[StopFlag]:
+def stop_on_signals(
+    signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> Iterator[StopFlag]:
     """Within the block, the first of ``signums`` sets the yielded flag and the second ends the
     process at once; the previous handlers come back afterwards. Outside the main thread (where
     Python cannot install handlers) the flag is never set."""

@@ -77,35 +77,48 @@ def check_study(cfg: Config, data: Path, entries: dict) -> None:
     for key in ("train", "val"):
         e = entry(d[key])
         if e and e.get("role") not in LABELLED_ROLES:
-            raise ConfigError(f"data.{key} = {d[key]!r}: {data}/manifest.json lists it as "
-                              f"{e.get('role')!r}, a set without class labels; train on a "
-                              "labelled set (e.g. mnist_train, fmnist_train)")
+            raise ConfigError(
+                f"data.{key} = {d[key]!r}: {data}/manifest.json lists it as "
+                f"{e.get('role')!r}, a set without class labels; train on a "
+                "labelled set (e.g. mnist_train, fmnist_train)"
+            )
     fam = entry(d["train"]).get("family")
     if d["val"] == d["test"]:
-        raise ConfigError(f"data.val = data.test = {d['test']!r}: the validation set (best "
-                          "checkpoint, temperature) must not be the test set")
+        raise ConfigError(
+            f"data.val = data.test = {d['test']!r}: the validation set (best "
+            "checkpoint, temperature) must not be the test set"
+        )
     test_fam = entry(d["test"]).get("family")
     if fam and test_fam and test_fam != fam and not d["family_shift"]:
-        raise ConfigError(f"data.test = {d['test']!r} is {test_fam}, data.train = "
-                          f"{d['train']!r} is {fam}; set data.family_shift = true to test "
-                          "across families")
+        raise ConfigError(
+            f"data.test = {d['test']!r} is {test_fam}, data.train = "
+            f"{d['train']!r} is {fam}; set data.family_shift = true to test "
+            "across families"
+        )
     if cfg["oe"]["enabled"] and fam and entry(cfg["oe"]["source"]).get("family") == fam:
-        raise ConfigError(f"oe.source = {cfg['oe']['source']!r} is the training set's family "
-                          f"({fam}): Outlier Exposure needs outliers from another distribution")
+        raise ConfigError(
+            f"oe.source = {cfg['oe']['source']!r} is the training set's family "
+            f"({fam}): Outlier Exposure needs outliers from another distribution"
+        )
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, rt: Runtime,
-             batch_size: int = 1000) -> float:
+def accuracy(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    rt: Runtime,
+    batch_size: int = 1000,
+) -> float:
     """Top-1 accuracy of ``model`` (eval mode, the run's precision) on uint8 images."""
     was = model.training
     model.eval()
     correct = 0
     for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i:i + batch_size], rt.device, rt.channels_last)
+        x = to_model_input(images[i : i + batch_size], rt.device, rt.channels_last)
         with rt.autocast():
             pred = model(x).argmax(1).cpu().numpy()
-        correct += int((pred == labels[i:i + batch_size]).sum())
+        correct += int((pred == labels[i : i + batch_size]).sum())
     model.train(was)
     return correct / len(images)
 
@@ -115,8 +128,15 @@ class Run:
     done; ``total`` the number to do (``train.epochs`` x steps per epoch, capped by
     ``train.max_steps``)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, rt: Runtime, betons: dict[str, Path],
-                 steps_per_epoch: int, resume: bool) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        rt: Runtime,
+        betons: dict[str, Path],
+        steps_per_epoch: int,
+        resume: bool,
+    ) -> None:
         self.cfg, self.run_dir, self.rt, self.betons = cfg, run_dir, rt, betons
         self.name = run_dir.name
         tc = cfg["train"]
@@ -137,9 +157,13 @@ class Run:
         decay = [p for p in self.model.parameters() if p.ndim > 1]
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
         self.opt = torch.optim.SGD(
-            [{"params": decay, "weight_decay": tc["weight_decay"]},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=tc["lr"], momentum=tc["momentum"], nesterov=tc["momentum"] > 0,
+            [
+                {"params": decay, "weight_decay": tc["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=tc["lr"],
+            momentum=tc["momentum"],
+            nesterov=tc["momentum"] > 0,
         )
         self.step, self.best, self.val_acc, self.last_lr = 0, -1.0, -1.0, 0.0
         if resume and rd.checkpoint_path(run_dir).exists():
@@ -165,25 +189,35 @@ class Run:
                 self.generator.set_state(ckpt["dropout_rng"].to(torch.uint8).cpu())
             self.step, self.best = int(ckpt["step"]), float(ckpt["best_val_acc"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-            raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: "
-                                  f"{str(e)[:300]})") from None
+            raise CheckpointError(
+                f"{path}: damaged checkpoint ({type(e).__name__}: {str(e)[:300]})"
+            ) from None
 
     def _require_finite(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise TrainingError(
                 f"{self.name}: non-finite weights after step {self.step}; stopped without "
-                f"overwriting {rd.checkpoint_path(self.run_dir)}, the last good checkpoint")
+                f"overwriting {rd.checkpoint_path(self.run_dir)}, the last good checkpoint"
+            )
 
     def save(self, which: str = "last") -> Path:
         """Write ``checkpoints/<which>.pt`` (atomically) for the current step."""
         self._require_finite()
         path = rd.checkpoint_path(self.run_dir, which)
         if dist.is_main():
-            save_checkpoint(path, {
-                "config_hash": self.hash, "variant": self.cfg["variant"]["name"],
-                "epoch": self.step // self.spe, "step": self.step,
-                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "dropout_rng": self.generator.get_state(), "best_val_acc": self.best})
+            save_checkpoint(
+                path,
+                {
+                    "config_hash": self.hash,
+                    "variant": self.cfg["variant"]["name"],
+                    "epoch": self.step // self.spe,
+                    "step": self.step,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "dropout_rng": self.generator.get_state(),
+                    "best_val_acc": self.best,
+                },
+            )
         return path
 
     @property
@@ -193,8 +227,9 @@ class Run:
     @property
     def lr(self) -> float:
         tc = self.cfg["train"]
-        return lr_at(self.step, self.total, tc["lr"], tc["schedule"], tc["warmup_frac"],
-                     tc["lr_min"])
+        return lr_at(
+            self.step, self.total, tc["lr"], tc["schedule"], tc["warmup_frac"], tc["lr_min"]
+        )
 
     # ---- one optimisation step
 
@@ -213,8 +248,9 @@ class Run:
             xin = torch.cat([xin, to_model_input(xo, rt.device, rt.channels_last)])
         with rt.autocast():
             logits = self.net(xin)
-        loss, ce, oe_term = oe_loss(logits, y, n_in, self.cfg["oe"]["lambda"],
-                                    self.cfg["train"]["label_smoothing"])
+        loss, ce, oe_term = oe_loss(
+            logits, y, n_in, self.cfg["oe"]["lambda"], self.cfg["train"]["label_smoothing"]
+        )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -227,7 +263,8 @@ class Run:
             raise TrainingError(
                 f"{self.name}: non-finite loss ({loss_f}) at step {self.step} (epoch "
                 f"{self.step // self.spe + 1}); stopped; the last good checkpoint "
-                f"({rd.checkpoint_path(self.run_dir)}) is kept")
+                f"({rd.checkpoint_path(self.run_dir)}) is kept"
+            )
         self.step += 1
         self.sums += (loss_f, ce_f, oe_f, corr)
         self.seen += n_in
@@ -264,20 +301,31 @@ class Run:
         seen, nb = self.seen, self.nb
         ratio = 1 + (self.cfg["oe"]["ratio"] if self.cfg["oe"]["enabled"] else 0)
         if dist.is_main():
-            rd.append_metrics(self.run_dir, {
-                "epoch": epoch, "step": self.step, "lr": f"{self.last_lr:.6g}",
-                "train_loss": f"{self.sums[0] / nb:.5f}", "train_ce": f"{self.sums[1] / nb:.5f}",
-                "train_oe": f"{self.sums[2] / nb:.5f}", "train_acc": f"{self.sums[3] / seen:.5f}",
-                "val_acc": f"{self.val_acc:.5f}", "seconds": f"{secs:.3f}",
-                "images_per_s": f"{seen / secs:.1f}",
-                "total_images_per_s": f"{seen * ratio / secs:.1f}"})
+            rd.append_metrics(
+                self.run_dir,
+                {
+                    "epoch": epoch,
+                    "step": self.step,
+                    "lr": f"{self.last_lr:.6g}",
+                    "train_loss": f"{self.sums[0] / nb:.5f}",
+                    "train_ce": f"{self.sums[1] / nb:.5f}",
+                    "train_oe": f"{self.sums[2] / nb:.5f}",
+                    "train_acc": f"{self.sums[3] / seen:.5f}",
+                    "val_acc": f"{self.val_acc:.5f}",
+                    "seconds": f"{secs:.3f}",
+                    "images_per_s": f"{seen / secs:.1f}",
+                    "total_images_per_s": f"{seen * ratio / secs:.1f}",
+                },
+            )
         if improved:
             self.save("best")
         self.save("last")
         self.seconds += secs
         self.images += seen
-        line = (f"{self.name} epoch {epoch}/{self.epochs}: loss {self.sums[0] / nb:.4f} train acc "
-                f"{self.sums[3] / seen:.4f} val acc {self.val_acc:.4f} ({seen / secs:.0f} img/s)")
+        line = (
+            f"{self.name} epoch {epoch}/{self.epochs}: loss {self.sums[0] / nb:.4f} train acc "
+            f"{self.sums[3] / seen:.4f} val acc {self.val_acc:.4f} ({seen / secs:.0f} img/s)"
+        )
         if dist.is_main():
             rd.append_log(self.run_dir, line)
         self._new_epoch()

@@ -41,8 +41,19 @@ FEATURES_FILE = "features.npz"
 CHECKPOINTS = "checkpoints"
 EVAL_FILES = (RESULTS_FILE, LOGITS_FILE, FEATURES_FILE)
 
-METRICS_FIELDS = ["epoch", "step", "lr", "train_loss", "train_ce", "train_oe", "train_acc",
-                  "val_acc", "seconds", "images_per_s", "total_images_per_s"]
+METRICS_FIELDS = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_ce",
+    "train_oe",
+    "train_acc",
+    "val_acc",
+    "seconds",
+    "images_per_s",
+    "total_images_per_s",
+]
 STEPS_HEADER = "step,lr,loss,ce,oe\n"
 
 
@@ -74,9 +85,13 @@ def read_done(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 def write_done(run_dir: Path, cfg: Config, step: int, epochs: int, best: float) -> None:
     """Mark the run finished: the last write of a training run (``fastmix run`` skips only
     marked runs)."""
-    atomic_write(run_dir / DONE_FILE, json.dumps(
-        {"config_hash": config_hash(cfg), "step": step, "epochs": epochs,
-         "best_val_acc": best}) + "\n")
+    atomic_write(
+        run_dir / DONE_FILE,
+        json.dumps(
+            {"config_hash": config_hash(cfg), "step": step, "epochs": epochs, "best_val_acc": best}
+        )
+        + "\n",
+    )
 
 
 def is_finished(run_dir: Path, cfg: Config) -> bool:
@@ -97,8 +112,10 @@ def is_finished(run_dir: Path, cfg: Config) -> bool:
 
 
 def cannot_create(run_dir: Path, e: OSError) -> ConfigError:
-    return ConfigError(f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
-                       f"{e.filename}); choose a writable --out")
+    return ConfigError(
+        f"{run_dir}: cannot create the run directory ({e.strerror or e}: "
+        f"{e.filename}); choose a writable --out"
+    )
 
 
 def lock(run_dir: Path, what: str = "fastmix train"):

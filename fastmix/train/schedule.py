@@ -15,8 +15,14 @@ import math
 from fastmix.config import SCHEDULES
 
 
-def lr_at(step: int, total: int, peak: float, schedule: str = "onecycle",
-          warmup_frac: float = 0.2, lr_min: float = 0.0) -> float:
+def lr_at(
+    step: int,
+    total: int,
+    peak: float,
+    schedule: str = "onecycle",
+    warmup_frac: float = 0.2,
+    lr_min: float = 0.0,
+) -> float:
     """The learning rate of (0-based) ``step`` of ``total``."""
     if schedule == "cosine":
         return lr_min + (peak - lr_min) * 0.5 * (1.0 + math.cos(math.pi * (step + 1) / total))

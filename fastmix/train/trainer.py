@@ -123,8 +123,9 @@ def _group(checked: list[_Checked], starts: dict[Path, int]):
     for c in checked:
         d, t = c.cfg["data"], c.cfg["train"]
         workers = min(d["num_workers"], len(usable_cores()))
-        key = StreamKey(c.betons["train"], t["batch_size"], t["seed"], workers,
-                        dist.world_size() > 1)
+        key = StreamKey(
+            c.betons["train"], t["batch_size"], t["seed"], workers, dist.world_size() > 1
+        )
         groups.setdefault((key, starts[c.run_dir]), []).append(c)
     return groups
 
@@ -139,11 +140,15 @@ def _build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_S
     streams, vals = [], {}
     for (key, _), members in _group(checked, starts).items():
         augs = list(dict.fromkeys(Augmentation.from_config(c.cfg["augment"]) for c in members))
-        outliers = list(dict.fromkeys(_outlier_key(c.cfg, c.betons, OutlierKey) for c in members
-                                      if c.cfg["oe"]["enabled"]))
+        outliers = list(
+            dict.fromkeys(
+                _outlier_key(c.cfg, c.betons, OutlierKey) for c in members if c.cfg["oe"]["enabled"]
+            )
+        )
         stream = TrainStream(key, augs, outliers, _bank(members), torch_threads)
-        runs = [Run(c.cfg, c.run_dir, c.rt, c.betons, stream.steps_per_epoch, c.resume)
-                for c in members]
+        runs = [
+            Run(c.cfg, c.run_dir, c.rt, c.betons, stream.steps_per_epoch, c.resume) for c in members
+        ]
         streams.append(_Stream(runs, stream))
         for r in runs:
             if r.betons["val"] not in vals:
@@ -182,8 +187,9 @@ def _prepare(c: _Checked) -> None:
             rd.prepare(c.cfg, c.run_dir)
 
 
-def train_runs(requests: Sequence[RunRequest], progress: bool = True,
-               log=print) -> list[TrainResult]:
+def train_runs(
+    requests: Sequence[RunRequest], progress: bool = True, log=print
+) -> list[TrainResult]:
     """Train every requested run in this process (module docstring); return their results in
     the order given. Raises ``Preempted`` after checkpointing when SIGTERM / SIGINT arrived."""
     checked = [_check(r) for r in requests]
@@ -211,18 +217,32 @@ def train_runs(requests: Sequence[RunRequest], progress: bool = True,
 
 
 def _result(r: Run) -> TrainResult:
-    return TrainResult(r.run_dir, r.cfg["variant"]["name"], r.epochs, r.step, r.best, r.val_acc,
-                       r.seconds, r.images / r.seconds if r.seconds else 0.0)
+    return TrainResult(
+        r.run_dir,
+        r.cfg["variant"]["name"],
+        r.epochs,
+        r.step,
+        r.best,
+        r.val_acc,
+        r.seconds,
+        r.images / r.seconds if r.seconds else 0.0,
+    )
 
 
-def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, progress: bool,
-          log) -> None:
+def _loop(
+    streams: list[_Stream], vals: dict, n_workers: int, threads: int, progress: bool, log
+) -> None:
     """Tick until every run is done (module docstring, steps 3-5)."""
     total = sum(r.total - r.step for s in streams for r in s.runs)
     n_runs = sum(len(s.runs) for s in streams)
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.5,
-               desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
-               disable=not (progress and dist.is_main()))
+    bar = tqdm(
+        total=total,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
+        disable=not (progress and dist.is_main()),
+    )
     workers = Workers(n_workers, threads)
     t0, images = time.perf_counter(), 0
     try:
@@ -247,8 +267,9 @@ def _loop(streams: list[_Stream], vals: dict, n_workers: int, threads: int, prog
                         _finish(r)
                 images += sum(len(w[2]) for w in work)
                 bar.update(len(work))
-                bar.set_postfix_str(f"{images / (time.perf_counter() - t0):,.0f} img/s",
-                                    refresh=False)
+                bar.set_postfix_str(
+                    f"{images / (time.perf_counter() - t0):,.0f} img/s", refresh=False
+                )
                 if stop:
                     _preempt(streams, stop, bar)
     finally:
@@ -280,8 +301,11 @@ class Workers:
     calls run in the calling thread, on its torch threads)."""
 
     def __init__(self, n: int, threads: int) -> None:
-        self.pool = (ThreadPoolExecutor(n, initializer=set_torch_threads, initargs=(threads,))
-                     if n > 1 else None)
+        self.pool = (
+            ThreadPoolExecutor(n, initializer=set_torch_threads, initargs=(threads,))
+            if n > 1
+            else None
+        )
 
     def map(self, fn, calls: list[tuple]) -> list:
         """``[fn(*args) for args in calls]``, spread over the workers."""
@@ -307,17 +331,26 @@ def _preempt(streams: list[_Stream], stop, bar) -> None:
     for s in streams:
         for r in s.active:
             path = r.save("last")
-            lines.append(f"  {r.name}: step {r.step}/{r.total} (epoch {r.step // r.spe + 1}), "
-                         f"checkpoint {path}")
-            rd.append_log(r.run_dir, f"{r.name}: stopped by {stop.name} at step {r.step}; "
-                          f"resume with fastmix train --resume {r.run_dir}")
-    msg = (f"stopped by {stop.name} at a step boundary; checkpoints written:\n" + "\n".join(lines)
-           + "\nresume with `fastmix train --resume RUN` for each run, or `fastmix run`")
+            lines.append(
+                f"  {r.name}: step {r.step}/{r.total} (epoch {r.step // r.spe + 1}), "
+                f"checkpoint {path}"
+            )
+            rd.append_log(
+                r.run_dir,
+                f"{r.name}: stopped by {stop.name} at step {r.step}; "
+                f"resume with fastmix train --resume {r.run_dir}",
+            )
+    msg = (
+        f"stopped by {stop.name} at a step boundary; checkpoints written:\n"
+        + "\n".join(lines)
+        + "\nresume with `fastmix train --resume RUN` for each run, or `fastmix run`"
+    )
     bar.write(msg, file=sys.stderr)
     raise Preempted(stop.signum, msg)
 
 
-def train(cfg: Config | None, run_dir: str | os.PathLike, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+def train(
+    cfg: Config | None, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True
+) -> TrainResult:
     """Train one run into ``run_dir`` (or continue it with ``resume``)."""
     return train_runs([RunRequest(cfg, Path(run_dir), resume)], progress=progress)[0]

@@ -54,8 +54,10 @@ def training_features(features: Any, labels: Any, weight: Any, bias: Any) -> Tra
     w = np.asarray(weight, dtype=np.float64)
     b = np.asarray(bias, dtype=np.float64).reshape(-1)
     if w.ndim != 2 or w.shape[1] != f.shape[1] or b.shape != (w.shape[0],):
-        raise ValueError(f"classifier head: weight (C, {f.shape[1]}) and bias (C,) expected, "
-                         f"got {w.shape} and {b.shape}")
+        raise ValueError(
+            f"classifier head: weight (C, {f.shape[1]}) and bias (C,) expected, "
+            f"got {w.shape} and {b.shape}"
+        )
     if y.shape != (f.shape[0],) or y.dtype.kind not in "iu":
         raise ValueError(f"labels must be {f.shape[0]} integers, got {y.dtype} {y.shape}")
     if y.min() < 0 or y.max() >= w.shape[0]:

@@ -19,13 +19,24 @@ import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
 
-__all__ = ["FORMULA", "HYPERPARAMETERS", "K", "PAPER", "KNNFit", "fit", "hyperparameters",
-           "normalise", "score"]
+__all__ = [
+    "FORMULA",
+    "HYPERPARAMETERS",
+    "K",
+    "PAPER",
+    "KNNFit",
+    "fit",
+    "hyperparameters",
+    "normalise",
+    "score",
+]
 
 PAPER = "Sun, Ming, Zhu & Li, Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022"
 K = 50
-FORMULA = (f"||z - z_(k)||, z = f / ||f||, z_(k) the k-th nearest L2-normalised training "
-           f"feature, k = {K} (Sun et al. 2022)")
+FORMULA = (
+    f"||z - z_(k)||, z = f / ||f||, z_(k) the k-th nearest L2-normalised training "
+    f"feature, k = {K} (Sun et al. 2022)"
+)
 HYPERPARAMETERS = {"k": K, "normalisation": "L2, f / (||f|| + 1e-10)", "distance": "euclidean"}
 _CHUNK = 2048  # query rows per matmul
 
@@ -66,9 +77,9 @@ def score(fitted: KNNFit, features: np.ndarray) -> np.ndarray:
     half_sq = 0.5 * (bank * bank).sum(dim=1)
     out = np.empty(len(z))
     for i in range(0, len(z), _CHUNK):
-        q = z[i:i + _CHUNK]
+        q = z[i : i + _CHUNK]
         # k-th largest of z.b - ||b||^2 / 2 = the k-th nearest bank point
         g = torch.from_numpy(q.astype(np.float32)) @ bank.T - half_sq
         kth = torch.topk(g, fitted.k, dim=1, sorted=False).values.min(dim=1).values
-        out[i:i + _CHUNK] = np.einsum("ij,ij->i", q, q) - 2.0 * kth.double().numpy()
+        out[i : i + _CHUNK] = np.einsum("ij,ij->i", q, q) - 2.0 * kth.double().numpy()
     return np.sqrt(np.maximum(out, 0.0))

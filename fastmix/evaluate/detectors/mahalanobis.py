@@ -22,15 +22,29 @@ import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
 
-__all__ = ["FORMULA", "HYPERPARAMETERS", "PAPER", "MahalanobisFit", "fit", "hyperparameters",
-           "score"]
+__all__ = [
+    "FORMULA",
+    "HYPERPARAMETERS",
+    "PAPER",
+    "MahalanobisFit",
+    "fit",
+    "hyperparameters",
+    "score",
+]
 
-PAPER = ("Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting Out-of-Distribution "
-         "Samples and Adversarial Attacks, NeurIPS 2018")
-FORMULA = ("min_c (f - mu_c)^T Sigma^+ (f - mu_c): class means mu_c and one shared covariance "
-           "Sigma of the training features (Lee et al. 2018)")
-HYPERPARAMETERS = {"layer": "penultimate features", "covariance": "shared by all classes (tied "
-                   "maximum likelihood), pseudo-inverse", "input_preprocessing_epsilon": 0.0}
+PAPER = (
+    "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting Out-of-Distribution "
+    "Samples and Adversarial Attacks, NeurIPS 2018"
+)
+FORMULA = (
+    "min_c (f - mu_c)^T Sigma^+ (f - mu_c): class means mu_c and one shared covariance "
+    "Sigma of the training features (Lee et al. 2018)"
+)
+HYPERPARAMETERS = {
+    "layer": "penultimate features",
+    "covariance": "shared by all classes (tied maximum likelihood), pseudo-inverse",
+    "input_preprocessing_epsilon": 0.0,
+}
 
 
 @dataclass(frozen=True)

@@ -43,15 +43,19 @@ __all__ = [
     "score",
 ]
 
-PAPER = ("Liang, Li & Srikant, Enhancing The Reliability of Out-of-distribution Image Detection "
-         "in Neural Networks, ICLR 2018")
+PAPER = (
+    "Liang, Li & Srikant, Enhancing The Reliability of Out-of-distribution Image Detection "
+    "in Neural Networks, ICLR 2018"
+)
 TEMPERATURE = 1000.0
 EPSILONS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08)
 MAX_IMAGES = 1000  # per scored set (ID test, each OOD set)
 VAL_IMAGES = 500  # validation images eps is chosen on
-FORMULA = (f"-max_k softmax(z(x~) / T)_k, x~ = x - eps sign(-grad_x log max_k softmax(z(x) / T)"
-           f"_k), T = {TEMPERATURE:g} (Liang et al. 2018); eps chosen on ID validation images "
-           "(Hsu et al. 2020)")
+FORMULA = (
+    f"-max_k softmax(z(x~) / T)_k, x~ = x - eps sign(-grad_x log max_k softmax(z(x) / T)"
+    f"_k), T = {TEMPERATURE:g} (Liang et al. 2018); eps chosen on ID validation images "
+    "(Hsu et al. 2020)"
+)
 
 
 def score(logits: np.ndarray, temperature: float = TEMPERATURE) -> np.ndarray:
@@ -88,12 +92,13 @@ def perturbed_logits(
     bar = tqdm(total=len(images), desc=desc, unit="img", leave=False, disable=not progress)
     with bar, strict_fp32(device):
         for i in range(0, len(images), bs):
-            x = to_model_input(np.ascontiguousarray(images[i:i + bs]), device, cl)
+            x = to_model_input(np.ascontiguousarray(images[i : i + bs]), device, cl)
             x.requires_grad_(True)
             with torch.enable_grad():
                 z = model(x)
-                loss = torch.nn.functional.cross_entropy(z / temperature, z.argmax(1),
-                                                         reduction="sum")
+                loss = torch.nn.functional.cross_entropy(
+                    z / temperature, z.argmax(1), reduction="sum"
+                )
                 (grad,) = torch.autograd.grad(loss, x)
             step = torch.where(grad >= 0, 1.0, -1.0)
             x = x.detach()
@@ -118,8 +123,9 @@ def choose_epsilon(
 ) -> tuple[float, dict[float, float]]:
     """The ``eps`` with the largest mean ``S(x~; T)`` over in-distribution ``images`` (the
     first on a tie), and that mean for every candidate (Hsu et al. 2020)."""
-    zs = perturbed_logits(model, images, epsilons, temperature, batch_size, device,
-                          desc=desc, progress=progress)
+    zs = perturbed_logits(
+        model, images, epsilons, temperature, batch_size, device, desc=desc, progress=progress
+    )
     mean_s = {e: float(-score(z, temperature).mean()) for e, z in zs.items()}
     best = max(mean_s, key=lambda e: (mean_s[e], -e))
     return best, mean_s

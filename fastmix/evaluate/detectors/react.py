@@ -21,11 +21,14 @@ from fastmix.evaluate.scores import logsumexp
 
 __all__ = ["FORMULA", "PAPER", "PERCENTILE", "ReActFit", "fit", "hyperparameters", "score"]
 
-PAPER = ("Sun, Guo & Li, ReAct: Out-of-distribution Detection With Rectified Activations, "
-         "NeurIPS 2021")
+PAPER = (
+    "Sun, Guo & Li, ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
+)
 PERCENTILE = 90.0
-FORMULA = (f"-logsumexp(W min(f, c) + b), c = the {PERCENTILE:g}th percentile of the training "
-           "activations (Sun et al. 2021)")
+FORMULA = (
+    f"-logsumexp(W min(f, c) + b), c = the {PERCENTILE:g}th percentile of the training "
+    "activations (Sun et al. 2021)"
+)
 
 
 @dataclass(frozen=True)

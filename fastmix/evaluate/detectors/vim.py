@@ -25,9 +25,11 @@ from fastmix.evaluate.scores import logsumexp
 __all__ = ["FORMULA", "PAPER", "ViMFit", "fit", "hyperparameters", "principal_dim", "score"]
 
 PAPER = "Wang, Li, Feng & Zhang, ViM: Out-Of-Distribution with Virtual-logit Matching, CVPR 2022"
-FORMULA = ("alpha ||P (f - u)|| - logsumexp(z): u = -W^+ b, P projects off the top-D "
-           "eigenvectors of the training features' second moment about u, alpha = mean max "
-           "logit / mean residual norm on training (Wang et al. 2022)")
+FORMULA = (
+    "alpha ||P (f - u)|| - logsumexp(z): u = -W^+ b, P projects off the top-D "
+    "eigenvectors of the training features' second moment about u, alpha = mean max "
+    "logit / mean residual norm on training (Wang et al. 2022)"
+)
 
 
 def principal_dim(n_features: int) -> int:
@@ -70,8 +72,11 @@ def fit(train: TrainingFeatures, dim: int | None = None) -> ViMFit:
 
 def hyperparameters(fitted: ViMFit) -> dict[str, float | int | str]:
     """What results.json records: D, alpha and the rule that chose D."""
-    return {"principal_dim": fitted.dim, "alpha": fitted.alpha,
-            "principal_dim_rule": "official code: 1000 if F >= 2048, 512 if F >= 768, else F/2"}
+    return {
+        "principal_dim": fitted.dim,
+        "alpha": fitted.alpha,
+        "principal_dim_rule": "official code: 1000 if F >= 2048, 512 if F >= 768, else F/2",
+    }
 
 
 def score(fitted: ViMFit, features: np.ndarray) -> np.ndarray:
