@@ -3,7 +3,7 @@
 * ``run_train_bench``: what each model costs to train on this machine: images/s of the real
   training step (``fastmix.train.run.Run.train_step``) fed from device-resident batches (no
   loader, no augmentation: the model's own cost), for one run on every core and for six runs
-  stepped side by side on the trainer's workers (``fastmix.train.trainer.Workers``: one torch
+  stepped side by side on the trainer's workers (``fastmix.runtime.Workers``: one torch
   thread each on a CPU), with parameters and FLOPs. Model presets alternate round by round, so
   a drift of the machine's speed hits them all; figures are medians over rounds.
 * ``run_e2e_bench``: the whole job a user runs. fastmix trains the requested variants at
@@ -62,8 +62,8 @@ def run_train_bench(
     models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, rounds: int = 3, log=print
 ) -> dict:
     """Images/s of each model preset's training step, one run and six side by side."""
+    from fastmix.runtime import Workers
     from fastmix.train.models import count_params, flops_per_image
-    from fastmix.train.trainer import Workers
 
     cores = len(usable_cores())
     rates: dict[str, dict[str, list[float]]] = {m: {"one": [], "six": []} for m in models}

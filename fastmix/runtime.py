@@ -110,3 +110,41 @@ def set_torch_threads(n: int | None = None) -> int:
         raise ConfigError(f"torch threads must be >= 1, got {n}")
     torch.set_num_threads(n)
     return n
+
+
+class Workers:
+    """``n`` threads that each run their calls on ``threads`` torch threads (``n = 1``: the
+    calls run in the calling thread, on its torch threads). A small CNN's step or forward pass
+    does not spread over two cores nearly as well as two of them side by side do, and one
+    torch thread per call keeps a result's float rounding independent of what runs beside it."""
+
+    def __init__(self, n: int, threads: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = (
+            ThreadPoolExecutor(n, initializer=set_torch_threads, initargs=(threads,))
+            if n > 1
+            else None
+        )
+
+    def map(self, fn, calls: list[tuple], on_done=None) -> list:
+        """``[fn(*args) for args in calls]``, spread over the workers; ``on_done(result)`` is
+        called in this thread as each call finishes."""
+        if self.pool is None:
+            out = []
+            for args in calls:
+                out.append(fn(*args))
+                if on_done is not None:
+                    on_done(out[-1])
+            return out
+        from concurrent.futures import as_completed
+
+        futures = [self.pool.submit(fn, *args) for args in calls]
+        if on_done is not None:
+            for f in as_completed(futures):
+                on_done(f.result())
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()

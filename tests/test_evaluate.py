@@ -580,7 +580,8 @@ def test_eval_holds_the_run_lock_and_clears_its_leftovers(study, monkeypatch, ca
     assert not any(p.exists() for p in leftovers)
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
     assert (run / "results.json").is_file() and res["run"] == "sp_s1"
-    assert "eval sp_s1: mnist_c/fog" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one bar for the run, the set just done beside it
+    assert "eval sp_s1:" in err and "mnist_c/fog" in err
     assert _try_lock(run) == "acquired"  # released when the evaluation ended
 
 
@@ -616,3 +617,22 @@ def test_cli_eval_refused_while_the_run_is_locked(study, capsys):
     assert rc == 2
     assert f"{run}: another fastmix train is writing this folder (process {holder.pid})" in err
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_parallel_set_inference_gives_the_logits_of_one_pass_on_all_cores(study, evaluated):
+    """Evaluation spreads the sets over one worker thread per core, one torch thread each; every
+    set's logits equal one ``predict_logits`` pass over it in this thread on all the cores."""
+    from fastmix.evaluate.inference import predict_logits
+    from fastmix.evaluate.results import load_logits
+    from fastmix.runtime import set_torch_threads
+    from fastmix.train.checkpoint import load_run
+
+    run = study["runs"]["sp_s0"]
+    model, _ = load_run(run)
+    set_torch_threads()
+    sets = study["cache"][next(iter(study["cache"]))]
+    saved = load_logits(run)
+    assert len(saved) >= 4
+    for name, (z, _) in saved.items():
+        ref = predict_logits(model, sets[name][0], 1000, "cpu", "fp32")
+        np.testing.assert_array_equal(z, ref, err_msg=name)

@@ -122,6 +122,12 @@ def _load_sets(plan: _Plan, data_dir: Path, sets_cache: dict[str, EvalSets] | No
     return sets
 
 
+def _advance(bar, name: str, sets: EvalSets) -> None:
+    """The run's bar: the images of set ``name`` done, its name shown."""
+    bar.set_postfix_str(name)
+    bar.update(len(sets[name][0]))
+
+
 def _infer(
     model: Any,
     sets: EvalSets,
@@ -132,24 +138,42 @@ def _infer(
     desc: str,
     progress: bool,
 ) -> _Inferred:
-    """Logits of test, validation, the available MNIST-C and OOD sets (with the features of
-    test, validation and OOD when needed); class labels checked."""
+    """Logits of test, validation, the available -C and OOD sets (with the features of test,
+    validation and OOD when needed); class labels checked. On a CPU the sets go to one worker
+    thread per core, one torch thread each, so every set's logits are the same whatever else
+    is evaluated beside it (``fastmix.runtime.Workers``)."""
+    from tqdm import tqdm
+
+    from fastmix.evaluate.inference import prepare_model
+    from fastmix.runtime import Workers, usable_cores
+
     mc_names = plan.corrupted
     order = [plan.test, plan.val] + [n for n in (*mc_names, *plan.ood) if n in sets]
     with_features = {plan.test, plan.val, *plan.ood} if plan.needs_features else set()
     t0 = time.perf_counter()
-    logits, feats = {}, {}
-    for n in order:
+    model, _ = prepare_model(model, device, precision)
+    workers = Workers(len(usable_cores()) if device == "cpu" else 1, 1)
+    bar = tqdm(
+        total=sum(len(sets[n][0]) for n in order),
+        desc=desc,
+        unit="img",
+        disable=not progress,
+        leave=False,
+    )
+
+    def one(n: str):
         p = predict(
-            model,
-            sets[n][0],
-            bs,
-            device,
-            precision,
-            features=n in with_features,
-            desc=f"{desc}: {n}",
-            progress=progress,
+            model, sets[n][0], bs, device, precision, features=n in with_features, prepared=True
         )
+        return n, p
+
+    try:
+        done = workers.map(one, [(n,) for n in order], on_done=lambda r: _advance(bar, r[0], sets))
+    finally:
+        workers.close()
+        bar.close()
+    logits, feats = {}, {}
+    for n, p in done:
         logits[n] = p.logits
         if p.features is not None:
             feats[n] = p.features.astype(FEATURE_DTYPE)
@@ -350,9 +374,12 @@ def _evaluate_locked(
     batch_size: int | None,
     progress: bool,
 ) -> dict[str, Any]:
+    from fastmix.runtime import set_torch_threads
     from fastmix.train.checkpoint import load_run
 
     t_start = time.perf_counter()
+    if device == "cpu":
+        set_torch_threads()  # every usable core (importing ffcv set this thread to 1)
     model, cfg = load_run(run_dir, which)
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])

@@ -67,14 +67,9 @@ def resolve_inference(device: str = "auto", precision: str = "auto") -> tuple[st
 def prepare_model(model: Any, device: str, precision: str = "fp32") -> tuple[Any, bool]:
     """``model`` on ``device`` in the memory format inference uses, and whether inputs must be
     channels_last (on CPU, and with bf16: same numbers, faster convolutions). Converts the
-    model in place. Sets torch's thread count to the usable cores first on CPU (importing ffcv
-    sets it to 1)."""
+    model in place; leaves torch's thread count to the caller (``fastmix.runtime``)."""
     import torch
 
-    if device == "cpu":
-        from fastmix.runtime import set_torch_threads
-
-        set_torch_threads()  # the process's cores (affinity-aware), not the machine's
     cl = device == "cpu" or precision == "bf16"
     fmt = torch.channels_last if cl else torch.contiguous_format
     return model.to(device=device, memory_format=fmt), cl
@@ -90,6 +85,7 @@ def predict(
     features: bool = False,
     desc: str | None = None,
     progress: bool = False,
+    prepared: bool = False,
 ) -> Prediction:
     """Logits (and, with ``features``, penultimate features) of ``model`` on uint8 ``images``
     (N, H, W); the model must be in eval mode and is converted in place (:func:`prepare_model`).
@@ -97,7 +93,8 @@ def predict(
     Logits are ``forward_head(forward_features(x))``, which is ``model(x)`` for every fastmix
     model; with bf16 the trunk runs under autocast and the head in float32 on the upcast
     features, so the logits are not bf16-quantised (that would tie saturated MSP scores).
-    ``desc`` and ``progress``: a tqdm bar over the images.
+    ``desc`` and ``progress``: a tqdm bar over the images. ``prepared``: the caller already
+    ran :func:`prepare_model` (several threads predicting with one model at once).
     """
     import torch
     from tqdm import tqdm
@@ -111,7 +108,10 @@ def predict(
     if features and not split:
         raise ValueError(f"{type(model).__name__} has no forward_features / forward_head")
     bf16 = precision == "bf16"
-    model, cl = prepare_model(model, device, precision)
+    if prepared:
+        cl = device == "cpu" or bf16
+    else:
+        model, cl = prepare_model(model, device, precision)
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     autocast = torch.autocast(dev_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     zs: list[np.ndarray] = []

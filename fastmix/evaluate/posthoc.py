@@ -62,20 +62,24 @@ def _odin(
         desc=f"{desc}: odin eps on {val}",
         progress=progress,
     )
-    for name in score_sets:
+    from fastmix.runtime import Workers, usable_cores
+
+    def one(name: str):
         images = sets[name][0]
         pick = draw_subset(len(images), odin.MAX_IMAGES, seed)
-        z = odin.perturbed_logits(
-            model,
-            images[pick],
-            [eps],
-            device=device,
-            batch_size=batch_size,
-            desc=f"{desc}: odin {name}",
-            progress=progress,
-        )[eps]
+        z = odin.perturbed_logits(model, images[pick], [eps], device=device, batch_size=batch_size)[
+            eps
+        ]
+        return name, pick, len(images), z
+
+    workers = Workers(len(usable_cores()) if device == "cpu" else 1, 1)
+    try:  # one set per worker thread, one torch thread each (as the logits, fastmix.evaluate)
+        done = workers.map(one, [(n,) for n in score_sets])
+    finally:
+        workers.close()
+    for name, pick, n_images, z in done:
         out.scores.setdefault(name, {})["odin"] = odin.score(z)
-        if len(pick) < len(images):
+        if len(pick) < n_images:
             out.subsets.setdefault(name, {})["odin"] = int(len(pick))
     out.info["odin"] = {
         "paper": odin.PAPER,

@@ -31,7 +31,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from tqdm import tqdm
 
 from fastmix.config import Config
 from fastmix.errors import ConfigError
-from fastmix.runtime import Runtime, resolve_runtime, set_torch_threads, usable_cores
+from fastmix.runtime import Runtime, Workers, resolve_runtime, set_torch_threads, usable_cores
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
 from fastmix.train.preemption import Preempted, stop_on_signals
@@ -294,28 +293,6 @@ def _step(r: Run, x, y, xo, vals: dict) -> str | None:
     if r.wants_mid_epoch_checkpoint:
         r.save("last")
     return None
-
-
-class Workers:
-    """``n`` threads that each run their calls on ``threads`` torch threads (``n = 1``: the
-    calls run in the calling thread, on its torch threads)."""
-
-    def __init__(self, n: int, threads: int) -> None:
-        self.pool = (
-            ThreadPoolExecutor(n, initializer=set_torch_threads, initargs=(threads,))
-            if n > 1
-            else None
-        )
-
-    def map(self, fn, calls: list[tuple]) -> list:
-        """``[fn(*args) for args in calls]``, spread over the workers."""
-        if self.pool is None:
-            return [fn(*args) for args in calls]
-        return [f.result() for f in [self.pool.submit(fn, *args) for args in calls]]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
 
 
 def _finish(r: Run) -> None:
