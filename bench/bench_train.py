@@ -163,6 +163,58 @@ def bench_compile(preset: str = "lenet", steps: int = 20) -> dict:
     return out
 
 
+_COMPILE_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import torch
+from fastmix.config import load_config
+from fastmix.runtime import resolve_runtime
+from fastmix.train.models import build_model
+cfg = load_config("base", [sys.argv[1]])
+rt = resolve_runtime()
+torch.manual_seed(0)
+model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
+if rt.channels_last:
+    model = model.to(memory_format=torch.channels_last)
+net = torch.compile(model)
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+x = torch.rand(cfg["train"]["batch_size"], 1, 28, 28, device=rt.device)
+y = torch.randint(0, 10, (x.shape[0],), device=rt.device)
+t1 = time.perf_counter()
+with rt.autocast():
+    loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+loss.backward()
+opt.step()
+if rt.device.type == "cuda":
+    torch.cuda.synchronize()
+print(time.perf_counter() - t1)
+"""
+
+
+def compile_latency(preset: str = "lenet") -> dict:
+    """Seconds to the first compiled training step in a fresh process: with an empty inductor
+    cache (the first process on a machine) and with the cache that run left (every later one);
+    the cache is a temporary folder (``TORCHINDUCTOR_CACHE_DIR``)."""
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        for name in ("cold", "warm"):
+            res = subprocess.run(
+                [sys.executable, "-c", _COMPILE_CHILD, preset],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+            )
+            out[f"{name}_first_step_s"] = float(res.stdout.strip().splitlines()[-1])
+    return out
+
+
 def _test_accuracy(run_dir: Path, test: tuple) -> float:
     from fastmix.train.checkpoint import load_run
     from fastmix.train.run import accuracy

@@ -112,19 +112,22 @@ def run_bench(args: argparse.Namespace) -> int:
             title = f"Loader throughput, {m['cpu']}, {m['cores']} cores ({m['date'][:10]})"
             print(f"plot: {plot_loader(record['loader'], args.plot, title)}")
     if "train" in which:
-        from fastmix.bench.bench_train import bench_compile, run_train_bench
+        from fastmix.bench.bench_train import bench_compile, compile_latency, run_train_bench
 
         print("== train")
         models = tuple(m for m in args.models.split(",") if m)
         record["train"] = run_train_bench(models, steps=args.steps, rounds=args.rounds)
         if not args.no_compile:
             c = record["train"]["compile"] = bench_compile()
+            c["latency"] = compile_latency()
             print(
                 f"step eager {c['eager']['train_ms']:.1f} ms, compiled "
                 f"{c['compiled']['train_ms']:.1f} ms ({c['train_speedup']:.2f}x; first "
                 f"compiled step {c['compiled']['first_step_s']:.1f} s); inference eager "
                 f"{c['eager']['infer_ms']:.1f} ms, compiled {c['compiled']['infer_ms']:.1f} ms "
-                f"({c['infer_speedup']:.2f}x)"
+                f"({c['infer_speedup']:.2f}x); first compiled step in a new process "
+                f"{c['latency']['cold_first_step_s']:.1f} s with an empty cache, "
+                f"{c['latency']['warm_first_step_s']:.1f} s with it filled"
             )
     if "e2e" in which:
         from fastmix.bench.bench_train import run_e2e_bench
