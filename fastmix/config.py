@@ -220,8 +220,19 @@ def load_config(
 
 def read_config_file(path: Path) -> Config:
     """A resolved config written by ``dumps`` (a run's ``config.toml``), validated; ConfigError
-    naming the file when it is not a complete, valid fastmix config."""
+    naming the file when it is not a complete, valid fastmix config. Keys added to fastmix after
+    the file was written take their defaults, which keep what earlier versions did (a whole
+    section missing is an error)."""
     cfg = _read_toml(path)
+    defaults = _read_toml(PRESETS / "default.toml")
+    missing = [sec for sec in defaults if sec not in cfg]
+    if missing:
+        raise ConfigError(
+            f"{path}: not a complete fastmix run config (no section [{', '.join(missing)}])"
+        )
+    for sec, values in defaults.items():
+        if isinstance(cfg[sec], dict):
+            cfg[sec] = {**values, **cfg[sec]}
     try:
         return validate(cfg)
     except ConfigError as e:

@@ -95,3 +95,27 @@ def test_dumps_round_trips_and_hash_tracks_training_keys():
     other = load_config("pixmix_oe", ["smoke"], ["train.lr=0.01"])
     assert config_hash(cfg) == config_hash(same)
     assert config_hash(cfg) != config_hash(other)
+
+
+def test_run_configs_of_earlier_versions_read_with_the_new_keys_defaults(tmp_path):
+    """A run's config.toml written before a key existed reads with that key's default (which
+    keeps the earlier behaviour); a whole section missing is still an incomplete config."""
+    import pytest
+
+    from fastmix.config import dumps, load_config, read_config_file
+    from fastmix.errors import ConfigError
+
+    cfg = load_config("sp")
+    old = {k: dict(v) for k, v in cfg.items()}
+    for key in ("corrupted", "family_shift"):
+        del old["data"][key]
+    del old["train"]["schedule"]
+    path = tmp_path / "config.toml"
+    path.write_text(dumps(old))
+    back = read_config_file(path)
+    assert back["data"]["corrupted"] == "mnist_c" and back["train"]["schedule"] == "onecycle"
+    assert back == cfg
+    del old["train"]
+    path.write_text(dumps(old))
+    with pytest.raises(ConfigError, match=r"config.toml: not a complete .* \[train\]"):
+        read_config_file(path)
