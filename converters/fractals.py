@@ -179,6 +179,60 @@ def _chaos_step(state, maps, cum_p, n, x, y):
 
 
 @njit(cache=True)
+def _tone_map(hist, img):
+    """Supersampled hit counts -> img (box-averaged): log(1 + c) / log(1 + c99), clipped to 1.
+    False when no point landed inside."""
+    hs = hist.shape[0]
+    nz = 0
+    for r in range(hs):
+        for c in range(hs):
+            if hist[r, c] > 0:
+                nz += 1
+    if nz == 0:
+        return False
+    vals = np.empty(nz, np.int32)
+    j = 0
+    for r in range(hs):
+        for c in range(hs):
+            if hist[r, c] > 0:
+                vals[j] = hist[r, c]
+                j += 1
+    vals.sort()
+    c99 = vals[min(nz - 1, int(0.99 * nz))]
+    denom = math.log1p(max(c99, 1))
+
+    img[:, :] = 0.0
+    inv_block = 1.0 / (SUPERSAMPLE * SUPERSAMPLE)
+    for r in range(hs):
+        for c in range(hs):
+            cnt = hist[r, c]
+            if cnt > 0:
+                t = math.log1p(cnt) / denom
+                if t > 1.0:
+                    t = 1.0
+                img[r // SUPERSAMPLE, c // SUPERSAMPLE] += t * inv_block
+    return True
+
+
+@njit(cache=True)
+def _blend_blur(img, w_blur):
+    """img <- (1 - w) img + w (3x3 binomial blur of img), edges clamped."""
+    size = img.shape[0]
+    src = img.copy()
+    for r in range(size):
+        for c in range(size):
+            acc = 0.0
+            for dr in range(-1, 2):
+                rr = min(max(r + dr, 0), size - 1)
+                wr = 2.0 if dr == 0 else 1.0
+                for dc in range(-1, 2):
+                    cc = min(max(c + dc, 0), size - 1)
+                    wc = 2.0 if dc == 0 else 1.0
+                    acc += wr * wc * src[rr, cc]
+            img[r, c] = (1.0 - w_blur) * src[r, c] + w_blur * acc / 16.0
+
+
+@njit(cache=True)
 def _render_attempt(state, size, points, hist, img):
     """Render one random IFS into img (float64, size x size, values in [0, 1]). Returns coverage
     (fraction of pixels whose uint8 value exceeds COVERAGE_LEVEL); img is left final-scaled."""
@@ -230,50 +284,10 @@ def _render_attempt(state, size, points, hist, img):
             if 0 <= row < hs and 0 <= col < hs:
                 hist[row, col] += 1
 
-    # tone map at full resolution: log(1 + c) / log(1 + c99), clipped to 1
-    nz = 0
-    for r in range(hs):
-        for c in range(hs):
-            if hist[r, c] > 0:
-                nz += 1
-    if nz == 0:
+    if not _tone_map(hist, img):
         return 0.0
-    vals = np.empty(nz, np.int32)
-    j = 0
-    for r in range(hs):
-        for c in range(hs):
-            if hist[r, c] > 0:
-                vals[j] = hist[r, c]
-                j += 1
-    vals.sort()
-    c99 = vals[min(nz - 1, int(0.99 * nz))]
-    denom = math.log1p(max(c99, 1))
-
-    img[:, :] = 0.0
-    inv_block = 1.0 / (SUPERSAMPLE * SUPERSAMPLE)
-    for r in range(hs):
-        for c in range(hs):
-            cnt = hist[r, c]
-            if cnt > 0:
-                t = math.log1p(cnt) / denom
-                if t > 1.0:
-                    t = 1.0
-                img[r // SUPERSAMPLE, c // SUPERSAMPLE] += t * inv_block
-
     if u_blur < 0.2:  # mild blur: blend with a 3x3 binomial blur (edges clamped), w in [0.3, 0.7)
-        w_blur = 0.3 + 2.0 * u_blur
-        src = img.copy()
-        for r in range(size):
-            for c in range(size):
-                acc = 0.0
-                for dr in range(-1, 2):
-                    rr = min(max(r + dr, 0), size - 1)
-                    wr = 2.0 if dr == 0 else 1.0
-                    for dc in range(-1, 2):
-                        cc = min(max(c + dc, 0), size - 1)
-                        wc = 2.0 if dc == 0 else 1.0
-                        acc += wr * wc * src[rr, cc]
-                img[r, c] = (1.0 - w_blur) * src[r, c] + w_blur * acc / 16.0
+        _blend_blur(img, 0.3 + 2.0 * u_blur)
 
     peak = 0.0
     for r in range(size):
