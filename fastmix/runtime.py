@@ -2,9 +2,9 @@
 
 ``auto`` means: bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX-bf16 or
 AVX512-BF16, which oneDNN's convolutions use); fp32 elsewhere. channels_last memory on CUDA and
-on every CPU (oneDNN's convolutions prefer it). ``torch.compile`` on CUDA only: on a CPU a
-cold compilation of these small CNNs costs about as much as it saves over a whole default run
-(bench/RESULTS.md), and a compiled step rounds differently from the eager one.
+on every CPU (oneDNN's convolutions prefer it). ``torch.compile`` on CUDA only: on a CPU the
+compiled step of these small CNNs is no faster than the eager one (``fastmix bench train``
+measures both), its first step pays the compilation, and it rounds differently from eager.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ alone (Kubernetes signals the container's main process), each inside the write p
 interrupted run must not exit 0, nothing partial may read as valid, and a re-run gives every
 beton the clean build's sha256.
 
-``FASTMIX_CONVERT_KILLS`` (default 10; 20 in the first session, 12 until the fifth) sets the
+``FASTMIX_CONVERT_KILLS`` (default 10) sets the
 number of kills, ``FASTMIX_KILL_SEED`` the seed of the random choices (printed, so a failure can
 be replayed as far as timing allows).
 """

@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="inference precision (auto = fp32; bf16: faster on AMX CPUs, but moves AUROCs)",
+        help="inference precision (auto = fp32; bf16 rounds logits and moves AUROCs)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the OE-protocol OOD draws")
     p.add_argument(
