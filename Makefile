@@ -63,7 +63,7 @@ run: install
 	$(PY) -m fastmix run $(RAW_FLAG) --data $(DATA_DIR) --out $(RUNS_DIR)
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
