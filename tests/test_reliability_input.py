@@ -528,7 +528,7 @@ def test_config_with_a_bad_toml_file(tmp_path, capsys):
             lambda t: t.replace('"fmnist_test"', '"cifar10"', 1),
             "config.toml: eval.ood_sets: unknown set(s) 'cifar10'",
         ),
-        (lambda t: t.replace("lr = 0.2", "lr = -1.0"), "config.toml: train.lr must be > 0"),
+        (lambda t: t.replace("lr = 0.1", "lr = -1.0"), "config.toml: train.lr must be > 0"),
         (
             lambda t: t.replace("[oe]", "[oe_renamed]"),
             "config.toml: not a complete fastmix run config (no section [oe])",

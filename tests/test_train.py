@@ -195,7 +195,7 @@ def test_existing_run_is_not_overwritten(data_dir, tmp_path):
 def test_checkpoint_from_another_config_is_refused(data_dir, tmp_path):
     train(_cfg("base", data_dir, "train.max_steps=2"), tmp_path / "r", progress=False)
     cfg_text = (tmp_path / "r" / "config.toml").read_text()
-    (tmp_path / "r" / "config.toml").write_text(cfg_text.replace("lr = 0.2", "lr = 0.3"))
+    (tmp_path / "r" / "config.toml").write_text(cfg_text.replace("lr = 0.1", "lr = 0.3"))
     before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(CheckpointError, match="from another config"):
         train(load_config("base"), tmp_path / "r", resume=True, progress=False)
