@@ -4,7 +4,9 @@
   training step (``fastmix.train.run.Run.train_step``) fed from device-resident batches (no
   loader, no augmentation: the model's own cost), for one run on every core and for six runs
   stepped side by side on the trainer's workers (``fastmix.runtime.Workers``: one torch
-  thread each on a CPU), with parameters and FLOPs. Model presets alternate round by round, so
+  thread each on a CPU), with parameters and FLOPs. For LeNet presets also six runs fused into
+  one network (``fastmix.train.fused``: grouped convolutions, batched matmuls) on every core,
+  the horizontal-fusion candidate. Model presets alternate round by round, so
   a drift of the machine's speed hits them all; figures are medians over rounds.
 * ``run_e2e_bench``: the whole job a user runs. fastmix trains the requested variants at
   default settings with ``train_runs`` (one process, one pass over the data); then the
@@ -28,7 +30,7 @@ import torch
 from fastmix.config import VARIANTS, load_config
 from fastmix.runtime import resolve_runtime, usable_cores
 
-MODEL_PRESETS = ("lenet_oe", "lenet", "convnet_flat", "convnet")
+MODEL_PRESETS = ("lenet_oe", "lenet", "lenet32", "convnet_flat", "convnet")
 
 
 def _sync(rt) -> None:
@@ -58,6 +60,38 @@ def _step(run, x, y) -> None:
     run.train_step(x, y, None)
 
 
+class _FusedSix:
+    """Six runs' LeNets as one ``FusedLeNet`` with the runs' SGD settings; ``step(x, y)`` trains
+    all six on six views of the batch (the same tensor here: the cost does not depend on it)."""
+
+    def __init__(self, runs) -> None:
+        from fastmix.train.fused import FusedLeNet
+
+        tc = runs[0].cfg["train"]
+        self.rt = runs[0].rt
+        self.model = FusedLeNet([r.model for r in runs]).to(self.rt.device)
+        if self.rt.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(
+            self.model.decay_groups(tc["weight_decay"]),
+            lr=tc["lr"],
+            momentum=tc["momentum"],
+            nesterov=True,
+        )
+        self.g = len(runs)
+
+    def step(self, x, y) -> None:
+        xs = x.expand(-1, self.g, -1, -1).contiguous(
+            memory_format=torch.channels_last if self.rt.channels_last else torch.contiguous_format
+        )
+        with self.rt.autocast():
+            logits = self.model(xs).float()
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(self.g)) * self.g
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
 def run_train_bench(
     models: tuple[str, ...] = MODEL_PRESETS, steps: int = 20, rounds: int = 3, log=print
 ) -> dict:
@@ -66,7 +100,9 @@ def run_train_bench(
     from fastmix.train.models import count_params, flops_per_image
 
     cores = len(usable_cores())
-    rates: dict[str, dict[str, list[float]]] = {m: {"one": [], "six": []} for m in models}
+    rates: dict[str, dict[str, list[float]]] = {
+        m: {"one": [], "six": [], "six_fused": []} for m in models
+    }
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         setups = {}
         for m in models:
@@ -74,10 +110,19 @@ def run_train_bench(
             six, _ = _runs(m, 6, Path(tmp))
             x = torch.rand(batch, 1, 28, 28, device=one[0].rt.device)
             y = torch.randint(0, 10, (batch,), device=one[0].rt.device)
-            setups[m] = (one, six, x, y, batch)
+            fused = _FusedSix(six) if six[0].cfg["model"]["name"] == "lenet" else None
+            setups[m] = (one, six, x, y, batch, fused)
         for r in range(rounds + 1):  # round 0 warms up
             for m in models if r % 2 else models[::-1]:
-                one, six, x, y, batch = setups[m]
+                one, six, x, y, batch, fused = setups[m]
+                if fused is not None:
+                    torch.set_num_threads(cores)
+                    t0 = time.perf_counter()
+                    for _ in range(steps if r else 2):
+                        fused.step(x, y)
+                    _sync(fused.rt)
+                    if r:
+                        rates[m]["six_fused"].append(6 * steps * batch / (time.perf_counter() - t0))
                 for mode, runs in (("one", one), ("six", six)):
                     n = min(len(runs), cores) if runs[0].rt.device.type == "cpu" else 1
                     workers = Workers(n, max(1, cores // n))
@@ -100,6 +145,9 @@ def run_train_bench(
             "flops_per_image": flops_per_image(model.cpu()),
             "one_run_images_per_s": statistics.median(rates[m]["one"]),
             "six_runs_images_per_s": statistics.median(rates[m]["six"]),
+            "six_fused_images_per_s": (
+                statistics.median(rates[m]["six_fused"]) if rates[m]["six_fused"] else None
+            ),
             "rounds": rates[m],
         }
         out["models"][m] = row
@@ -107,6 +155,11 @@ def run_train_bench(
             f"train {m:13s} {row['params']:>8,} params {row['flops_per_image'] / 1e6:6.2f} "
             f"MFLOPs  one run {row['one_run_images_per_s']:>8,.0f} img/s, six runs "
             f"{row['six_runs_images_per_s']:>8,.0f} img/s"
+            + (
+                f", six fused {row['six_fused_images_per_s']:>8,.0f} img/s"
+                if row["six_fused_images_per_s"]
+                else ""
+            )
         )
     return out
 
