@@ -211,6 +211,7 @@ def markdown(f: dict) -> str:
 def plot(f: dict, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = Figure(figsize=(11, 3.4))
     FigureCanvasAgg(fig)
@@ -238,6 +239,9 @@ def plot(f: dict, path: Path) -> Path:
                         k, (cost, 100 * a[0]), fontsize=6, xytext=(3, 3), textcoords="offset points"
                     )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+        ax.set_xticks([2_000, 5_000, 10_000, 20_000])
         ax.set_xlabel("training images/s, six runs (log)", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
