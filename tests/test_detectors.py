@@ -398,7 +398,9 @@ def test_features_switched_off(run, tmp_path):
     from fastmix.train.checkpoint import save_checkpoint
 
     study = run["study"]
-    cfg = load_config("base_oe", ["smoke"], ["train.seed=1", "eval.features=false"])
+    cfg = load_config(
+        "base_oe", ["smoke"], ["train.seed=1", "eval.features=false", "model.name='convnet'"]
+    )
     path = tmp_path / "off"
     (path / "checkpoints").mkdir(parents=True)
     (path / "config.toml").write_text(dumps(cfg))
@@ -447,7 +449,8 @@ def test_unknown_score_names_list_the_detectors(run, tmp_path):
 
     study = run["study"]
     path = make_run(tmp_path, "bad", "base", 0, study["states"][0])
-    cfg = load_config("base", ["smoke"], ["train.seed=0", "eval.scores=['msp','mahalanobs']"])
+    overrides = ["train.seed=0", "model.name='convnet'", "eval.scores=['msp','mahalanobs']"]
+    cfg = load_config("base", ["smoke"], overrides)
     (path / "config.toml").write_text(dumps(cfg))
     with pytest.raises(ConfigError, match=r"unknown score\(s\) \['mahalanobs'\].*mahalanobis"):
         evaluate_run(path, study["data"], study["cache"], progress=False)

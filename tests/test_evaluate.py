@@ -164,7 +164,8 @@ def write_data(root: Path) -> Path:
 
 
 def make_run(root: Path, name: str, variant: str, seed: int, state: dict) -> Path:
-    cfg = load_config(variant, ["smoke"], [f"train.seed={seed}"])
+    # the study's model is the tiny ConvNet train_model trains (BatchNorm buffers included)
+    cfg = load_config(variant, ["smoke"], [f"train.seed={seed}", "model.name='convnet'"])
     run = root / "runs" / name
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.toml").write_text(dumps(cfg))
