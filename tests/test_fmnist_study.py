@@ -103,5 +103,8 @@ def test_report_is_titled_by_the_in_distribution_set(study):
     assert md.startswith("# fastmix report: Fashion-MNIST robustness")
     assert "## 2. Fashion-MNIST-C accuracy per corruption (%)" in md
     assert "| clean (Fashion-MNIST test) |" in md
+    assert "## 4. Calibration (Fashion-MNIST test;" in md
+    assert "## 5. Error detection (wrong vs correct on Fashion-MNIST test;" in md
+    assert "MNIST test;" not in md.replace("Fashion-MNIST test;", "")
     assert "The seed report's tables" not in md  # they are MNIST's
     assert "Outlier Exposure paper's MNIST table" not in md

@@ -9,6 +9,7 @@ from fastmix.report.format import (
     get,
     seen_any,
     status,
+    study_titles,
     table,
     title,
 )
@@ -16,7 +17,7 @@ from fastmix.report.format import (
 
 def calibration_section(groups: Groups) -> list[str]:
     lines = [
-        "## 4. Calibration (MNIST test; %, NLL in nats)",
+        f"## 4. Calibration ({study_titles(groups)[0]} test; %, NLL in nats)",
         "",
         "T is fitted on the validation split (never on test). before = T 1, after = "
         "softmax(z / T).",
@@ -82,7 +83,11 @@ def error_detection_section(groups: Groups) -> list[str]:
             for s in (get(r, "error_detection", "auroc") or {})
         )
     )
-    lines = ["## 5. Error detection (wrong vs correct on MNIST test; AUROC %, wrong positive)", ""]
+    id_name = study_titles(groups)[0]
+    lines = [
+        f"## 5. Error detection (wrong vs correct on {id_name} test; AUROC %, wrong positive)",
+        "",
+    ]
     rows = []
     for v, runs in groups.items():
         rows.append(
