@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fastmix.converters.mnist_c import CORRUPTIONS as MNIST_C_CORRUPTIONS
 from fastmix.errors import DataError
 
 __all__ = [
@@ -31,27 +32,6 @@ __all__ = [
 ]
 
 
-try:  # the generator's own list (same order); a fallback keeps evaluation importable alone
-    from fastmix.converters.mnist_c import CORRUPTIONS as _CORRUPTIONS
-except ImportError:  # pragma: no cover - only while converters/mnist_c.py is absent
-    _CORRUPTIONS = (
-        "shot_noise",
-        "impulse_noise",
-        "glass_blur",
-        "motion_blur",
-        "shear",
-        "scale",
-        "rotate",
-        "brightness",
-        "translate",
-        "stripe",
-        "fog",
-        "spatter",
-        "dotted_line",
-        "zigzag",
-        "canny_edges",
-    )
-MNIST_C_CORRUPTIONS: tuple[str, ...] = tuple(_CORRUPTIONS)
 ID_TITLES = {
     "mnist_test": "MNIST",
     "fmnist_test": "Fashion-MNIST",
