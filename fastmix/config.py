@@ -139,6 +139,7 @@ def validate(cfg: Config) -> Config:
         (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
         (t["channels_last"] in ("auto", "on", "off"), "train.channels_last must be auto/on/off"),
         (t["compile"] in ("auto", "on", "off"), "train.compile must be auto, on or off"),
+        (t["cuda_graphs"] in ("auto", "on", "off"), "train.cuda_graphs must be auto, on or off"),
         (t["schedule"] in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
         (0 <= t["lr_min"] <= t["lr"], "train.lr_min must lie in [0, train.lr]"),
         (t["workers"] >= 0, "train.workers must be >= 0 (0 = auto)"),

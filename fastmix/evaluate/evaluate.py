@@ -378,8 +378,9 @@ def _evaluate_locked(
     from fastmix.train.checkpoint import load_run
 
     t_start = time.perf_counter()
-    if device == "cpu":
-        set_torch_threads()  # every usable core (importing ffcv set this thread to 1)
+    # Every usable core, on CUDA too (importing ffcv set this thread to 1): the detectors' KNN,
+    # the metrics and the feature bank run on the CPU whatever the model's device.
+    set_torch_threads()
     model, cfg = load_run(run_dir, which)
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
