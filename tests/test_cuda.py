@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from fastmix.config import VARIANTS, load_config
-from fastmix.runtime import resolve_runtime
+from fastmix.runtime import default_torch_threads, resolve_runtime
 from fastmix.train.checkpoint import load_checkpoint
 from fastmix.train.preemption import Preempted
 from fastmix.train.run import Run
@@ -116,6 +116,7 @@ def test_fp32_evaluation_on_cuda_gives_the_cpu_logits(six, betons, tmp_path):
             root / "base_oe", tmp_path / device, ignore=shutil.ignore_patterns(".lock")
         )
         res = evaluate_run(run, betons, device=device, precision="fp32", progress=False)
+        assert torch.get_num_threads() == default_torch_threads()  # KNN etc. on every core
         assert res["inference"]["device"] == device and res["inference"]["precision"] == "fp32"
         with np.load(run / "logits.npz") as z:
             got[device] = (res, {k: z[k] for k in z.files if k.startswith("logits/")})
