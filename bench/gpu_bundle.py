@@ -53,6 +53,7 @@ set -euo pipefail
 B="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BUDGET="${1:-600}"; shift || true
 PY="${PYTHON:-python3}"
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 OUT="$(mkdir -p "${OUT:-gpu_check_out}" && cd "${OUT:-gpu_check_out}" && pwd)"
 SITE="${FASTMIX_SITE:-$(mktemp -d)/site}"
 WORK="${FASTMIX_WORK:-$(mktemp -d)/work}"
@@ -63,7 +64,11 @@ t0=$(date +%s)
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$B/lib"
 export PYTHONUNBUFFERED=1
+# One Numba cache for the tests, the trainings and the evaluations of the check.
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$WORK/.numba_cache}"
 echo "gpu-bundle: installed into $SITE in $(( $(date +%s) - t0 )) s"
+rm -rf "$WORK/tests"; cp -r "$B/tests" "$WORK/tests"
+cd "$WORK"
 {
   echo "## machine"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
@@ -84,8 +89,6 @@ print("ffcv from", ffcv.__file__)
 print("fastmix from", fastmix.__file__)
 EOF
 } 2>&1 | tee "$OUT/machine.txt"
-rm -rf "$WORK/tests"; cp -r "$B/tests" "$WORK/tests"
-cd "$WORK"
 exec "$PY" -m fastmix.bench.gpu_check --raw "$B/raw" --data "$WORK/data" --out "$OUT" \
   --budget "$BUDGET" "$@"
 """

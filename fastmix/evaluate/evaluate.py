@@ -391,6 +391,7 @@ def _evaluate_locked(
     train = None
     if plan.needs_features and plan.train in sets:
         train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc, progress)
+    set_torch_threads()  # the loaders above set it to their worker count
     det = run_detectors(
         plan.detectors,
         model,

@@ -11,8 +11,14 @@ What the capture needs, and how it is met:
 * **Static shapes and addresses.** The graph reads its inputs from ``x`` / ``y`` (one batch
   shape; a batch of another shape, e.g. a short last batch, takes the eager step) and writes
   the loss terms into ``last`` and adds them to ``sums``, device tensors read only at log and
-  epoch boundaries: no per-step synchronisation. Copies from FFCV's pageable host buffers
-  return once the data is staged, so FFCV may refill its slot at once.
+  epoch boundaries: no per-step synchronisation with the GPU's compute.
+* **A ring of device-side input copies.** FFCV's batches live in pinned host slots that its
+  worker thread refills (from the CPU, which no CUDA stream orders) as soon as the trainer asks
+  for a later batch, so an asynchronous copy must be complete before ``step`` returns. The copy
+  goes on a stream of its own into one of ``RING`` device staging buffers, and the host waits
+  for that copy alone (an event), never behind the queued training steps; the compute stream
+  waits for the same event, copies staging -> static inputs and replays. A staging buffer is
+  refilled only after the compute stream has read it (a second event).
 * **Warm-up on a side stream** (autograd and cuBLAS initialise lazily). Warm-up steps change the
   weights, buffers, momentum and the dropout generator: all are saved before and put back
   after, in place, so the graph's tensors keep their addresses and the run's trajectory is not
@@ -77,6 +83,7 @@ class GraphedStep:
     are saved around the warm-up."""
 
     WARMUP = 2
+    RING = 2
 
     def __init__(
         self,
@@ -125,12 +132,36 @@ class GraphedStep:
             (n_total, *x.shape[1:]), device=self.device, dtype=torch.float32
         ).contiguous(memory_format=fmt)
         self.y = torch.empty(n_in, device=self.device, dtype=torch.long)
+        self.stage = [
+            (torch.empty_like(self.x), torch.empty_like(self.y)) for _ in range(self.RING)
+        ]
+        self.copied = [torch.cuda.Event() for _ in range(self.RING)]
+        self.consumed: list[torch.cuda.Event | None] = [None] * self.RING
+        self.copy_stream = torch.cuda.Stream(self.device)
+        self.loads = 0
 
     def _load(self, x, y, xo, n_in: int) -> None:
-        self.x[:n_in].copy_(x, non_blocking=True)
-        if xo is not None:
-            self.x[n_in:].copy_(xo, non_blocking=True)
-        self.y.copy_(y.reshape(-1), non_blocking=True)
+        """Host batch -> staging buffer (copy stream; the host waits for this copy only, so
+        FFCV may refill its slot) -> static inputs (compute stream)."""
+        k = self.loads % self.RING
+        self.loads += 1
+        sx, sy = self.stage[k]
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.copy_stream):
+            if self.consumed[k] is not None:
+                self.copy_stream.wait_event(self.consumed[k])
+            sx[:n_in].copy_(x, non_blocking=True)
+            if xo is not None:
+                sx[n_in:].copy_(xo, non_blocking=True)
+            sy.copy_(y.reshape(-1), non_blocking=True)
+            self.copied[k].record(self.copy_stream)
+        self.copied[k].synchronize()
+        compute.wait_event(self.copied[k])
+        self.x.copy_(sx)
+        self.y.copy_(sy)
+        done = torch.cuda.Event()
+        done.record(compute)
+        self.consumed[k] = done
 
     def _run_body(self, n_in: int) -> None:
         vals = self.body(self.x, self.y, n_in)
