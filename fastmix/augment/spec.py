@@ -16,6 +16,7 @@ import numpy as np
 
 from fastmix.augment import pillow_ops, pixmix, salt_pepper
 from fastmix.errors import ConfigError, DataError
+from fastmix.rng import derive_seed
 
 KINDS = ("none", "sp", "pixmix")
 
@@ -74,9 +75,9 @@ class Augmentation:
 
 
 def view_seed(seed: int, augmentation: Augmentation) -> int:
-    """The per-sample seed of a view: ``4 seed + kind index`` (none 0, sp 1, pixmix 2), so the
-    salt-and-pepper and PixMix views of one training seed draw from different streams."""
-    return 4 * int(seed) + KINDS.index(augmentation.kind)
+    """The per-sample seed of a view: ``derive_seed(seed, "view", kind)``, so every kind's view
+    of every training seed draws from its own stream (however many kinds there are)."""
+    return derive_seed(int(seed), "view", augmentation.kind)
 
 
 def validate_bank(bank: np.ndarray) -> np.ndarray:

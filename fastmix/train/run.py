@@ -1,8 +1,9 @@
 """One training run: its model, optimiser, dropout generator, step and epoch bookkeeping.
 
 A ``Run`` owns everything that makes its weights: the model (built under ``torch.manual_seed(
-train.seed)``), SGD with Nesterov momentum, its learning-rate schedule (``fastmix.train.schedule``)
-and a ``torch.Generator`` for its dropout masks (seeded from the training seed). Nothing is shared
+derive_seed(train.seed, "init"))``), SGD with Nesterov momentum, its learning-rate schedule
+(``fastmix.train.schedule``) and a ``torch.Generator`` for its dropout masks (seeded with
+``derive_seed(train.seed, "dropout")``). Nothing is shared
 with the other runs of the process, so a run gives the same weights whether it trains alone or
 beside others, and after ``--resume`` (its checkpoint holds model, optimiser, generator state and
 step). The loss is cross-entropy, plus the Outlier Exposure term (``fastmix.train.oe``) on one
@@ -22,6 +23,7 @@ from fastmix.augment.spec import Augmentation
 from fastmix.config import Config, config_hash
 from fastmix.data.inputs import to_model_input
 from fastmix.errors import ConfigError, TrainingError
+from fastmix.rng import derive_seed
 from fastmix.runtime import Runtime
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
@@ -29,8 +31,6 @@ from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 from fastmix.train.models import build_model, set_dropout_generator
 from fastmix.train.oe import oe_loss
 from fastmix.train.schedule import lr_at
-
-DROPOUT_SEED_OFFSET = 7_919
 
 
 def require_betons(cfg: Config) -> dict[str, Path]:
@@ -147,12 +147,12 @@ class Run:
         if tc["max_steps"]:
             self.total = min(self.total, tc["max_steps"])
         self.epochs = math.ceil(self.total / steps_per_epoch)
-        torch.manual_seed(tc["seed"])
+        torch.manual_seed(derive_seed(tc["seed"], "init"))
         self.model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         gen_device = rt.device if rt.device.type == "cuda" else "cpu"
-        self.generator = torch.Generator(gen_device).manual_seed(tc["seed"] + DROPOUT_SEED_OFFSET)
+        self.generator = torch.Generator(gen_device).manual_seed(derive_seed(tc["seed"], "dropout"))
         set_dropout_generator(self.model, self.generator)
         decay = [p for p in self.model.parameters() if p.ndim > 1]
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
