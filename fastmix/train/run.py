@@ -6,8 +6,9 @@ derive_seed(train.seed, "init"))``), SGD with Nesterov momentum, its learning-ra
 ``derive_seed(train.seed, "dropout")``). Nothing is shared
 with the other runs of the process, so a run gives the same weights whether it trains alone or
 beside others, and after ``--resume`` (its checkpoint holds model, optimiser, generator state and
-step). The loss is cross-entropy, plus the Outlier Exposure term (``fastmix.train.oe``) on one
-forward pass over ``concat(in-distribution batch, outlier batch)`` when ``oe.enabled``.
+step). The loss is ``train.loss`` from the registry of ``fastmix.train.losses``: by default
+cross-entropy, plus the Outlier Exposure term (``fastmix.train.oe``) on one forward pass over
+``concat(in-distribution batch, outlier batch)`` when ``oe.enabled``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from fastmix.runtime import Runtime
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
 from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fastmix.train.losses import loss_for
 from fastmix.train.models import build_model, set_dropout_generator
-from fastmix.train.oe import oe_loss
 from fastmix.train.schedule import lr_at
 
 
@@ -142,6 +143,7 @@ class Run:
         tc = cfg["train"]
         self.augmentation = Augmentation.from_config(cfg["augment"])
         self.hash = config_hash(cfg)
+        self.loss_fn = loss_for(cfg)  # fastmix.train.losses
         self.spe = steps_per_epoch
         self.total = tc["epochs"] * steps_per_epoch
         if tc["max_steps"]:
@@ -248,9 +250,7 @@ class Run:
             xin = torch.cat([xin, to_model_input(xo, rt.device, rt.channels_last)])
         with rt.autocast():
             logits = self.net(xin)
-        loss, ce, oe_term = oe_loss(
-            logits, y, n_in, self.cfg["oe"]["lambda"], self.cfg["train"]["label_smoothing"]
-        )
+        loss, ce, oe_term = self.loss_fn(logits, y, n_in, self.cfg)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
+from fastmix.evaluate.detectors.registry import register_detector
 
 __all__ = [
     "FORMULA",
@@ -86,3 +87,14 @@ def score(fitted: MahalanobisFit, features: np.ndarray) -> np.ndarray:
         d = f - mu
         np.minimum(best, np.einsum("ij,ij->i", d, d), out=best)
     return best
+
+
+register_detector(
+    "mahalanobis",
+    paper=PAPER,
+    formula=FORMULA,
+    fit=fit,
+    score=score,
+    uses=("features",),
+    hyperparameters=hyperparameters,
+)
