@@ -84,7 +84,8 @@ def _check_type(where: str, hint: Any, v: Any) -> Any:
     else:  # list[str]
         ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
     if not ok:
-        raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {v!r}")
+        what = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(f"{where} must be {what.get(hint, 'a list of strings')}, got {v!r}")
     return v
 
 

@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fastmix.converters.beton import read_beton, write_beton
 from sklearn.metrics import roc_auc_score
 
 import fastmix
 from fastmix.augment.spec import Augmentation, view_seed
 from fastmix.cli import main
 from fastmix.config import load_config
-from fastmix.converters.beton import read_beton, write_beton
 from fastmix.data.loader import make_train_loader
 from fastmix.errors import ConfigError
 from fastmix.registry import RegistryError, load_plugins
@@ -134,8 +134,8 @@ def test_evaluate_model_equals_a_plain_numpy_sklearn_computation(data_dir, tmp_p
     d = np.sqrt(np.maximum(2 - 2 * q @ unit(bank).T, 0))
     knn = np.sort(d, axis=1)[:, 49]
     assert full["knn"]["auroc"] == pytest.approx(roc_auc_score(truth, knn), abs=2e-4)
-    assert main(["report", str(tmp_path / "my_net"), "--out", str(tmp_path / "rep")]) == 0
-    assert "my_net" in (tmp_path / "rep" / "report.md").read_text()
+    report = fastmix.report([tmp_path / "my_net"], out=tmp_path / "rep")
+    assert "my_net" in report.read_text()
 
 
 def test_registry_errors_are_one_line(tmp_path, capsys):
@@ -173,12 +173,14 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
     assert cfg["train"]["loss"] == "ep_loss" and "ep_plugin_mod" in cfg["variant"]["plugins"]
 
 
-def test_a_recipe_file_is_a_named_variant(tmp_path):
+def test_a_recipe_file_is_a_named_variant(data_dir, tmp_path):
     plain = tmp_path / "my_method.toml"
     plain.write_text('[augment]\nkind = "sp"\nsp_amount = 0.2\n')
     cfg = load_config(str(plain), [], ["train.seed=3"])
     assert cfg["variant"]["name"] == "my_method" and cfg["augment"]["sp_amount"] == 0.2
     assert run_dir_for(tmp_path, cfg) == tmp_path / "my_method-s3"
+    runs = fastmix.train(str(plain), data_dir, out=tmp_path / "runs", seeds=[3], config=["smoke"])
+    assert runs == [tmp_path / "runs" / "my_method-s3"] and (runs[0] / "done.json").is_file()
     named = tmp_path / "x.toml"
     named.write_text('[variant]\nname = "noisy"\n[augment]\nkind = "sp"\n')
     assert load_config(str(named))["variant"]["name"] == "noisy"
@@ -226,3 +228,25 @@ def test_examples_are_one_file_each():
         n = len((byo_plugin.EXAMPLES / f).read_text().splitlines())
         assert 30 <= n <= 60, (f, n)
     assert "fastmix_plugin_my_model" in sys.modules
+
+
+def make_net() -> torch.nn.Module:
+    """The ``MODULE:FACTORY`` of the CLI test."""
+    return _Net()
+
+
+def test_cli_eval_of_a_foreign_model_writes_an_evaluated_run(data_dir, tmp_path, capsys):
+    data = link_betons(data_dir, tmp_path / "data", SETS)
+    ckpt = tmp_path / "net.pt"
+    torch.save(make_net().state_dict(), ckpt)
+    base = ["eval", "--checkpoint", str(ckpt), "--data", str(data), "--no-progress"]
+    sets = ["--config", "smoke", *(x for o in ONE_OOD for x in ("--set", o))]
+    assert main([*base, "--model", "tests.test_byo:nope", "--out", str(tmp_path / "a")]) == 2
+    assert "--model tests.test_byo:nope: AttributeError" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "foreign"
+    argv = [*base, *sets, "--set", 'eval.scores=["msp"]', "--model", "tests.test_byo:make_net"]
+    assert main([*argv, "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["run"] == "foreign" and (out / "config.toml").is_file()
+    assert (out / "logits.npz").is_file() and list(res["ood"]["fmnist_test"]["full"]) == ["msp"]

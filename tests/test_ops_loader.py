@@ -11,6 +11,7 @@ import numba
 import numpy as np
 import pytest
 import torch
+from fastmix.converters.beton import write_beton
 from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.loader.epoch_iterator import EpochIterator
@@ -20,7 +21,6 @@ from ffcv.transforms import ToTensor
 from fastmix.augment import pillow_ops, pixmix, salt_pepper
 from fastmix.augment.ffcv_ops import Views, run_load_balanced
 from fastmix.augment.spec import Augmentation, view_seed
-from fastmix.converters.beton import write_beton
 from fastmix.data.inputs import to_model_input
 from fastmix.data.loader import cycle, make_eval_loader, make_outlier_loader, make_train_loader
 from fastmix.data.streams import OutlierKey, StreamKey, TrainStream

@@ -57,12 +57,15 @@ def _common(p: argparse.ArgumentParser, runs: str = "+") -> None:
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastmix eval``."""
+    from fastmix.cli.train import add_preset_args
+
     _common(p, runs="*")
     p.add_argument(
         "--model", metavar="MODULE:FACTORY", help="evaluate FACTORY() of MODULE (not a run)"
     )
     p.add_argument("--checkpoint", metavar="FILE", help="--model's weights: a plain state_dict")
     p.add_argument("--out", metavar="DIR", help="--model's results folder (named after it)")
+    add_preset_args(p, "--model's evaluation settings: ")
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -143,6 +146,9 @@ def _evaluate_external(args: argparse.Namespace) -> list[dict[str, Any]]:
     missing = [f"--{k}" for k in ("checkpoint", "data", "out") if not getattr(args, k)]
     if missing:
         raise ConfigError(f"--model needs {', '.join(missing)}")
+    from fastmix.config import load_config
+
+    cfg = load_config(None, args.config, args.overrides)  # every fault before anything runs
     model = load_factory(args.model)
     try:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
@@ -158,6 +164,7 @@ def _evaluate_external(args: argparse.Namespace) -> list[dict[str, Any]]:
             model,
             args.data,
             out=args.out,
+            config=cfg,
             seed=args.seed,
             device=args.device,
             precision=args.precision,

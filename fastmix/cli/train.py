@@ -49,12 +49,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """``--config PRESET``, ``--set section.key=value`` and ``--plugin MODULE`` (each
     repeatable)."""
+    add_preset_args(p)
+    add_plugin_args(p)
+
+
+def add_preset_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--config PRESET`` and ``--set section.key=value`` (each repeatable); ``what`` prefixes
+    their help."""
     p.add_argument(
         "--config",
         action="append",
         default=[],
         metavar="PRESET",
-        help="extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable",
+        help=f"{what}extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable",
     )
     p.add_argument(
         "--set",
@@ -62,9 +69,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.KEY=VALUE",
         dest="overrides",
-        help="typed override; unknown keys are errors",
+        help=f"{what}typed override; unknown keys are errors",
     )
-    add_plugin_args(p)
 
 
 def add_plugin_args(p: argparse.ArgumentParser) -> None:

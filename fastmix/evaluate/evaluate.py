@@ -345,9 +345,7 @@ def _results(
     return results
 
 
-def write_results(
-    run_dir: Path, results: dict[str, Any], inf: _Inferred, save_features: bool
-) -> None:
+def _write(run_dir: Path, results: dict[str, Any], inf: _Inferred, save_features: bool) -> None:
     """logits.npz, features.npz, then results.json last; the old results.json and features.npz
     go first, so a run directory never holds a results.json or features beside logits they
     were not computed with."""
@@ -363,6 +361,9 @@ def write_results(
             feats["indices/train"] = inf.train_index.astype(np.int64)
         atomic_write(run_dir / FEATURES_FILE, lambda f: np.savez_compressed(f, **feats))
     atomic_write(run_dir / RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
+
+
+write_results = _write  # the public name (fastmix.evaluate.external writes through it too)
 
 
 def _evaluate_locked(
@@ -388,7 +389,7 @@ def _evaluate_locked(
         batch_size, progress,
     )  # fmt: skip
     results["seconds"] = round(time.perf_counter() - t_start, 3)
-    write_results(run_dir, results, inf, plan.save_features)
+    _write(run_dir, results, inf, plan.save_features)
     return results
 
 
@@ -407,7 +408,7 @@ def evaluate_loaded(
 ) -> tuple[dict[str, Any], _Inferred, _Plan]:
     """Every section of results.json for ``model`` (eval mode; ``forward_features``,
     ``forward_head`` and ``get_classifier`` for the feature detectors) under the run config
-    ``cfg``, the run named ``name``; nothing written. Also returns what ``write_results`` needs."""
+    ``cfg``, the run named ``name``; nothing written. Also returns what ``_write`` needs."""
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
     sets = _load_sets(plan, data, sets_cache)

@@ -41,7 +41,7 @@ def require_betons(cfg: Config) -> dict[str, Path]:
     data = Path(cfg["data"]["dir"])
     entries = load_manifest(data)["betons"] if data.is_dir() else {}
     need = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
-    if cfg["augment"]["kind"] == "pixmix":
+    if Augmentation.from_config(cfg["augment"]).spec.needs_bank:  # PixMix's mixing pictures
         need["mixing"] = cfg["data"]["mixing"]
     if cfg["oe"]["enabled"]:
         need["outlier"] = cfg["oe"]["source"]

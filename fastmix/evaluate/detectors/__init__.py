@@ -17,7 +17,8 @@ detectors (:data:`FEATURE_DETECTORS`) are pure functions in one module each:
 ``fit(TrainingFeatures) -> fitted`` (training features, their labels and the head; nothing from
 OOD data) and ``score(fitted, features)``; ODIN needs the model and input gradients
 (:mod:`fastmix.evaluate.detectors.odin`). Formula, paper and the papers' default
-hyperparameters are in each module's docstring. A new detector is one module that calls
+hyperparameters are in each module's docstring; each declares what it uses (``USES``) and is
+registered below (ODIN registers itself). A new detector is one module that calls
 ``fastmix.register_detector``.
 """
 
@@ -26,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fastmix.evaluate.detectors import (  # noqa: F401
+from fastmix.evaluate.detectors import (
     knn,
     mahalanobis,
-    odin,  # noqa: I001 (registration order: odin first)
+    odin,  # noqa: F401 (registers itself, first)
     react,
     vim,
 )
@@ -67,6 +68,17 @@ class _View(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._names())
 
+
+for _module in (mahalanobis, knn, vim, react):  # each declares PAPER, FORMULA, USES, fit, score
+    register_detector(
+        _module.__name__.rsplit(".", 1)[1],
+        paper=_module.PAPER,
+        formula=_module.FORMULA,
+        fit=_module.fit,
+        score=_module.score,
+        uses=_module.USES,
+        hyperparameters=_module.hyperparameters,
+    )
 
 FEATURE_DETECTORS: Mapping[str, Detector] = _View(lambda d: d.fit is not None, lambda d: d)
 DETECTOR_TEXT: Mapping[str, str] = _View(lambda d: True, lambda d: d.formula)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
-from fastmix.evaluate.detectors.registry import register_detector
 
 __all__ = [
     "FORMULA",
+    "USES",
     "HYPERPARAMETERS",
     "K",
     "PAPER",
@@ -32,6 +32,7 @@ __all__ = [
     "score",
 ]
 
+USES = ("features",)  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = "Sun, Ming, Zhu & Li, Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022"
 K = 50
 FORMULA = (
@@ -84,14 +85,3 @@ def score(fitted: KNNFit, features: np.ndarray) -> np.ndarray:
         kth = torch.topk(g, fitted.k, dim=1, sorted=False).values.min(dim=1).values
         out[i : i + _CHUNK] = np.einsum("ij,ij->i", q, q) - 2.0 * kth.double().numpy()
     return np.sqrt(np.maximum(out, 0.0))
-
-
-register_detector(
-    "knn",
-    paper=PAPER,
-    formula=FORMULA,
-    fit=fit,
-    score=score,
-    uses=("features",),
-    hyperparameters=hyperparameters,
-)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
-from fastmix.evaluate.detectors.registry import register_detector
 
 __all__ = [
     "FORMULA",
+    "USES",
     "HYPERPARAMETERS",
     "PAPER",
     "MahalanobisFit",
@@ -33,6 +33,7 @@ __all__ = [
     "score",
 ]
 
+USES = ("features",)  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = (
     "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting Out-of-Distribution "
     "Samples and Adversarial Attacks, NeurIPS 2018"
@@ -87,14 +88,3 @@ def score(fitted: MahalanobisFit, features: np.ndarray) -> np.ndarray:
         d = f - mu
         np.minimum(best, np.einsum("ij,ij->i", d, d), out=best)
     return best
-
-
-register_detector(
-    "mahalanobis",
-    paper=PAPER,
-    formula=FORMULA,
-    fit=fit,
-    score=score,
-    uses=("features",),
-    hyperparameters=hyperparameters,
-)

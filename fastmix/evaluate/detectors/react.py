@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features, head_logits
-from fastmix.evaluate.detectors.registry import register_detector
 from fastmix.evaluate.scores import logsumexp
 
-__all__ = ["FORMULA", "PAPER", "PERCENTILE", "ReActFit", "fit", "hyperparameters", "score"]
+__all__ = ["FORMULA", "USES", "PAPER", "PERCENTILE", "ReActFit", "fit", "hyperparameters", "score"]
 
+USES = ("features", "head")  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = (
     "Sun, Guo & Li, ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
 )
@@ -60,14 +60,3 @@ def score(fitted: ReActFit, features: np.ndarray) -> np.ndarray:
     """``-logsumexp(W min(f, c) + b)``, float64 (N,); higher = more anomalous."""
     f = as_features(features, dim=fitted.weight.shape[1])
     return -logsumexp(head_logits(np.minimum(f, fitted.threshold), fitted.weight, fitted.bias))
-
-
-register_detector(
-    "react",
-    paper=PAPER,
-    formula=FORMULA,
-    fit=fit,
-    score=score,
-    uses=("features", "head"),
-    hyperparameters=hyperparameters,
-)

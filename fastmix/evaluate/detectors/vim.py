@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features, head_logits
-from fastmix.evaluate.detectors.registry import register_detector
 from fastmix.evaluate.scores import logsumexp
 
-__all__ = ["FORMULA", "PAPER", "ViMFit", "fit", "hyperparameters", "principal_dim", "score"]
+__all__ = ["FORMULA", "USES", "PAPER", "ViMFit", "fit", "hyperparameters", "principal_dim", "score"]
 
+USES = ("features", "head")  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = "Wang, Li, Feng & Zhang, ViM: Out-Of-Distribution with Virtual-logit Matching, CVPR 2022"
 FORMULA = (
     "alpha ||P (f - u)|| - logsumexp(z): u = -W^+ b, P projects off the top-D "
@@ -85,14 +85,3 @@ def score(fitted: ViMFit, features: np.ndarray) -> np.ndarray:
     f = as_features(features, dim=len(fitted.origin))
     vlogit = fitted.alpha * np.linalg.norm((f - fitted.origin) @ fitted.residual_basis, axis=1)
     return vlogit - logsumexp(head_logits(f, fitted.weight, fitted.bias))
-
-
-register_detector(
-    "vim",
-    paper=PAPER,
-    formula=FORMULA,
-    fit=fit,
-    score=score,
-    uses=("features", "head"),
-    hyperparameters=hyperparameters,
-)
