@@ -5,7 +5,9 @@ recipes as named variants, and every config fault refused before anything is wri
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import sys
 
 import numpy as np
@@ -23,7 +25,7 @@ from fastmix.errors import ConfigError
 from fastmix.registry import RegistryError, load_plugins
 from fastmix.train.run_dir import run_dir_for
 from tests import byo_plugin
-from tests.conftest import SHARED_DATA, TRAIN_SETS, link_betons
+from tests.conftest import SHARED_DATA, link_betons
 
 SETS = ("mnist_train", "mnist_val", "mnist_test", "fmnist_test")
 ONE_OOD = ['eval.ood_sets=["fmnist_test"]', "eval.n_draws=1"]
@@ -34,12 +36,12 @@ def _beton_path(data, name: str):
 
 
 def test_plugin_run_trains_evaluates_and_reports_them_under_their_names(data_dir, tmp_path):
-    data = link_betons(data_dir, tmp_path / "data", tuple(TRAIN_SETS.split(",")))
+    data = link_betons(data_dir, tmp_path / "data", SETS)
     out = tmp_path / "runs"
     code = main(
         ["run", "--plugin", "tests.byo_plugin", "--variants", f"base,{byo_plugin.RECIPE}"]
         + ["--config", "smoke", "--data", str(data), "--out", str(out), "--offline"]
-        + ["--raw", str(SHARED_DATA), "--only", TRAIN_SETS, "--fractals", "64", "--no-progress"]
+        + ["--raw", str(SHARED_DATA), "--only", ",".join(SETS), "--fractals", "64", "--no-progress"]
         + ["--set", 'eval.scores=["msp", "energy", "cosine"]', "--set", ONE_OOD[0]]
     )
     assert code == 0
@@ -75,6 +77,7 @@ def test_the_plugin_augmentation_through_the_real_loader_is_its_kernel(tmp_path)
     np.testing.assert_array_equal(x[:, 0], want)
     cut = (x[:, 0] == 0).sum(axis=(1, 2))
     assert cut.min() >= 9 and cut.max() <= 36  # a 3x3 to 6x6 square (clipped at the border)
+    assert pickle.loads(pickle.dumps(aug)) == aug and hash(copy.deepcopy(aug)) == hash(aug)
     with pytest.raises(ConfigError, match=r"cutout_size must lie in \[1, 28\], got 40"):
         Augmentation("cutout", cutout_size=40)
     with pytest.raises(ConfigError, match=r"augment.cutout_size must lie in \[1, 28\]"):
@@ -103,7 +106,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def test_evaluate_model_equals_a_plain_numpy_sklearn_computation(data_dir, tmp_path):
     data = link_betons(data_dir, tmp_path / "data", SETS)
-    cfg = load_config(None, ["smoke"], [*ONE_OOD, 'eval.scores=["msp", "energy", "knn"]'])
+    scores = 'eval.scores=["msp", "energy", "mahalanobis"]'
+    cfg = load_config(None, ["smoke"], [*ONE_OOD, scores])
     model = _Net()
     res = fastmix.evaluate_model(model, data, out=tmp_path / "my_net", config=cfg)
     assert res["run"] == "my_net" and res["variant"] == "my_net" and res["source"] == "external"
@@ -126,14 +130,16 @@ def test_evaluate_model_equals_a_plain_numpy_sklearn_computation(data_dir, tmp_p
     full = res["ood"]["fmnist_test"]["full"]
     assert full["msp"]["auroc"] == pytest.approx(roc_auc_score(truth, msp), abs=1e-9)
     assert full["energy"]["auroc"] == pytest.approx(roc_auc_score(truth, -lse), abs=1e-9)
-    # knn (k = 50) on the stored training subset, by brute force in float64
+    # Mahalanobis on the stored training subset (float16 features), in plain numpy
     feats = np.load(tmp_path / "my_net" / "features.npz")
-    bank = feats["features/train"].astype(np.float64)
-    unit = lambda f: f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-10)  # noqa: E731
-    q = unit(np.r_[f_id, f_ood].astype(np.float16).astype(np.float64))
-    d = np.sqrt(np.maximum(2 - 2 * q @ unit(bank).T, 0))
-    knn = np.sort(d, axis=1)[:, 49]
-    assert full["knn"]["auroc"] == pytest.approx(roc_auc_score(truth, knn), abs=2e-4)
+    f, y = feats["features/train"].astype(np.float64), feats["labels/train"]
+    means = np.stack([f[y == c].mean(0) for c in range(10)])
+    cov = np.cov((f - means[y]).T, bias=True)
+    q = np.r_[f_id, f_ood].astype(np.float16).astype(np.float64)
+    d = q[:, None, :] - means[None]
+    maha = np.einsum("ncf,fg,ncg->nc", d, np.linalg.pinv(cov), d).min(1)
+    auroc = roc_auc_score(truth, maha)
+    assert full["mahalanobis"]["auroc"] == pytest.approx(auroc, abs=2e-4)
     report = fastmix.report([tmp_path / "my_net"], out=tmp_path / "rep")
     assert "my_net" in report.read_text()
 
@@ -245,7 +251,8 @@ def test_cli_eval_of_a_foreign_model_writes_an_evaluated_run(data_dir, tmp_path,
     assert "--model tests.test_byo:nope: AttributeError" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     out = tmp_path / "foreign"
-    argv = [*base, *sets, "--set", 'eval.scores=["msp"]', "--model", "tests.test_byo:make_net"]
+    argv = [*base, *sets, "--set", 'eval.scores=["msp"]', "--set", "eval.features=false"]
+    argv += ["--model", "tests.test_byo:make_net"]
     assert main([*argv, "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["run"] == "foreign" and (out / "config.toml").is_file()

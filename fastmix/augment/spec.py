@@ -50,6 +50,11 @@ class Augmentation:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Augmentation is immutable")
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its kind and settings (a worker process rebuilds and re-checks it; a
+        plugin's kind must be registered there too)."""
+        return _rebuild, (self.kind, dict(self.params))
+
     def __getattr__(self, name: str) -> Any:
         for key, value in object.__getattribute__(self, "params"):
             if key == name:
@@ -85,6 +90,10 @@ class Augmentation:
         kind = section["kind"]
         own = AUGMENTATIONS[kind].params if kind in AUGMENTATIONS else {}
         return cls(kind, where="augment.", **{k: section[k] for k in own if k in section})
+
+
+def _rebuild(kind: str, params: dict[str, Any]) -> Augmentation:
+    return Augmentation(kind, **params)
 
 
 def view_seed(seed: int, augmentation: Augmentation) -> int:

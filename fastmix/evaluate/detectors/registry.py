@@ -22,6 +22,11 @@ USES = ("logits", "features", "head", "input gradients")
 FITTED_USES = ("features", "head")  # what a fit/score detector may use
 
 
+def no_hyperparameters(fitted: Any) -> dict[str, Any]:
+    """What a detector without hyperparameters records: nothing."""
+    return {}
+
+
 @dataclass(frozen=True)
 class Detector:
     """One registered detector (module docstring). ``fit`` is ``None`` for ODIN, which runs
@@ -34,7 +39,7 @@ class Detector:
     fit_on: str
     score: Callable[..., Any]
     fit: Callable[..., Any] | None = None
-    hyperparameters: Callable[[Any], dict[str, Any]] = lambda fitted: {}
+    hyperparameters: Callable[[Any], dict[str, Any]] = no_hyperparameters
 
     @property
     def kind(self) -> str:
@@ -78,6 +83,6 @@ def register_detector(
             f"{', '.join(FITTED_USES)}, got {', '.join(map(repr, uses))}"
         )
     det = Detector(
-        name, paper, formula, uses, fit_on, score, fit, hyperparameters or (lambda fitted: {})
+        name, paper, formula, uses, fit_on, score, fit, hyperparameters or no_hyperparameters
     )
     return DETECTORS.register(name, det, getattr(fit, "__module__", ""))
