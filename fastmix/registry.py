@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Generic, TypeVar
 
 from fastmix.errors import ConfigError
@@ -88,20 +89,24 @@ class Registry(Mapping[str, T], Generic[T]):
         return tuple(self._items)
 
 
+def import_module_or_file(module: str) -> ModuleType:
+    """A module by name, or a ``.py`` file by path (imported as ``fastmix_plugin_<stem>``)."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    path = Path(module)
+    name = f"fastmix_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise FileNotFoundError(f"no such file {module}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _import(module: str) -> None:
-    """Import a module by name, or a ``.py`` file by path (as ``fastmix_plugin_<stem>``)."""
     try:
-        if module.endswith(".py"):
-            path = Path(module)
-            name = f"fastmix_plugin_{path.stem}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise FileNotFoundError(f"no such file {module}")
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            spec.loader.exec_module(mod)
-        else:
-            importlib.import_module(module)
+        import_module_or_file(module)
     except Exception as e:  # any failure of user code: one line naming the module
         raise RegistryError(
             f"plugin {module!r} failed to import: {type(e).__name__}: {e}".splitlines()[0]

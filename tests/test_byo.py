@@ -22,6 +22,7 @@ from fastmix.cli import main
 from fastmix.config import load_config
 from fastmix.data.loader import make_train_loader
 from fastmix.errors import ConfigError
+from fastmix.evaluate.external import load_factory
 from fastmix.registry import RegistryError, load_plugins
 from fastmix.train.run_dir import run_dir_for
 from tests import byo_plugin
@@ -247,6 +248,9 @@ def test_cli_eval_of_a_foreign_model_writes_an_evaluated_run(data_dir, tmp_path,
     torch.save(make_net().state_dict(), ckpt)
     base = ["eval", "--checkpoint", str(ckpt), "--data", str(data), "--no-progress"]
     sets = ["--config", "smoke", *(x for o in ONE_OOD for x in ("--set", o))]
+    factory = tmp_path / "nets.py"
+    factory.write_text("import torch\n\ndef make():\n    return torch.nn.Linear(784, 10)\n")
+    assert isinstance(load_factory(f"{factory}:make"), torch.nn.Linear)  # a .py path works too
     assert main([*base, "--model", "tests.test_byo:nope", "--out", str(tmp_path / "a")]) == 2
     assert "--model tests.test_byo:nope: AttributeError" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()

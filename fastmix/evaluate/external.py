@@ -86,15 +86,16 @@ class FeatureModel(torch.nn.Module):
 
 
 def load_factory(spec: str) -> Any:
-    """``MODULE:FACTORY`` -> ``FACTORY()`` (the user's model, before its weights are loaded);
-    ConfigError naming the spec when it cannot be imported or called."""
-    import importlib
+    """``MODULE:FACTORY`` (a module name or a ``.py`` path) -> ``FACTORY()``, the user's model
+    before its weights are loaded; ConfigError naming the spec when it cannot be imported or
+    called."""
+    from fastmix.registry import import_module_or_file
 
-    module, _, attr = spec.partition(":")
+    module, _, attr = spec.rpartition(":")
     if not module or not attr:
         raise ConfigError(f"--model {spec!r}: expected MODULE:FACTORY")
     try:
-        factory = getattr(importlib.import_module(module), attr)
+        factory = getattr(import_module_or_file(module), attr)
         return factory()
     except Exception as e:  # user code: one line naming it
         raise ConfigError(f"--model {spec}: {type(e).__name__}: {e}".splitlines()[0]) from None
