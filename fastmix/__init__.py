@@ -22,4 +22,47 @@ The pipeline, one subpackage per stage; each stage hands the next one files:
 (presets and typed overrides), ``fastmix.errors``, ``fastmix.files`` (atomic writes, folder
 locks), ``fastmix.rng`` (counter-based splitmix64) and ``fastmix.runtime`` (device, precision,
 cores). Conventions: ``docs/CONVENTIONS.md`` in the repository.
+
+The public API (imported on first use, so ``import fastmix`` stays cheap):
+
+    fastmix.evaluate_model(model, data, *, out=None, ...)   any nn.Module -> results.json
+    fastmix.train(variant, data, *, out="runs", seeds=1, ...) -> run directories
+    fastmix.report(runs, *, out, ...)                          -> report.md
+    fastmix.load_config(variant, presets, overrides)           a resolved, checked config
+    fastmix.register_model / register_augmentation / Param / register_detector /
+    register_loss / register_variant                           one new file adds one of each
+    fastmix.load_plugins(modules)                              what --plugin does
+    fastmix.derive_seed(seed, purpose, *parts)                 every random stream's seed
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate_model": "fastmix.evaluate.external",
+    "FeatureModel": "fastmix.evaluate.external",
+    "load_config": "fastmix.config",
+    "register_variant": "fastmix.config",
+    "register_model": "fastmix.train.models",
+    "register_augmentation": "fastmix.augment.kinds",
+    "Param": "fastmix.augment.kinds",
+    "register_detector": "fastmix.evaluate.detectors",
+    "TrainingFeatures": "fastmix.evaluate.detectors",
+    "register_loss": "fastmix.train.losses",
+    "load_plugins": "fastmix.registry",
+    "RegistryError": "fastmix.registry",
+    "derive_seed": "fastmix.rng",
+}
+__all__ = ["evaluate_model", "report", "train", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train", "report"):  # the subpackages, callable (fastmix.api)
+        return importlib.import_module(f"fastmix.{name}")
+    if name in _EXPORTS:
+        if name == "register_augmentation" or name == "Param":
+            importlib.import_module("fastmix.augment.spec")  # the built-in kinds first
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fastmix' has no attribute {name!r}")

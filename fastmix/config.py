@@ -1,12 +1,15 @@
 """Configs: TOML presets with strict, type-checked overrides (nanoGPT-style, but typed).
 
-Resolution: ``default.toml`` <- variant preset (``<variant>.toml``) <- extra presets (e.g.
+Resolution: ``default.toml`` <- variant recipe (a registered name such as ``sp_oe``, or a
+path to a user's TOML file: :func:`resolve_variant`) <- extra presets (e.g.
 ``smoke``, or a path to a TOML file) <- overrides (``--set section.key=value`` text, or dicts
 ``{section: {key: value}}`` built by the CLI's shorthand flags). The presets ship inside the
 package (``fastmix.configs``, read with ``importlib.resources``), so an installed fastmix finds
 them from any folder. Every key must already exist in the defaults; an unknown section or key
 is a ConfigError that lists the valid ones, and a value must have the default's type (ints are
-accepted where floats are expected).
+accepted where floats are expected). The ``[augment]`` keys besides ``kind`` are the parameters
+the augmentation kinds declare (:mod:`fastmix.augment.kinds`), with their defaults and ranges;
+types and ranges of every other setting are the schema of :mod:`fastmix.schema`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import copy
 import functools
 import hashlib
 import json
-import math
+import re
 import tomllib
 from collections.abc import Sequence
 from importlib import resources
@@ -24,15 +27,48 @@ from pathlib import Path
 from typing import Any
 
 from fastmix.errors import ConfigError
+from fastmix.registry import Registry, loaded_plugins
 
 PRESETS = resources.files("fastmix.configs")
-VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
-MODELS = ("convnet", "convnet_flat", "lenet", "lenet_oe")  # fastmix.train.models.build_model
-SCHEDULES = ("onecycle", "cosine")  # fastmix.train.schedule.lr_at
+VARIANTS = ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")  # the study's six
 # [train] settings that do not change what a run computes, only how it is run or logged
 RUN_ONLY_SETTINGS = ("log_every", "workers")
-AUGMENT_KINDS = ("none", "sp", "pixmix")
 Config = dict[str, dict[str, Any]]
+# variant name -> its recipe (a TOML file of overrides); plugins add theirs (register_variant)
+VARIANT_RECIPES: Registry[Path | Traversable] = Registry("variant")
+for _v in VARIANTS:
+    VARIANT_RECIPES.register(_v, PRESETS / f"{_v}.toml", __name__)
+
+
+def register_variant(name: str, recipe: str | Path) -> None:
+    """Register the recipe file ``recipe`` (TOML overrides) as ``--variant name``."""
+    VARIANT_RECIPES.register(name, Path(recipe))
+
+
+def resolve_variant(variant: str) -> tuple[str, Config]:
+    """``(name, overrides)`` of a registered variant or of a path to a TOML recipe: its name is
+    ``[variant] name`` in the file, else the file's stem (a letter, then letters, digits,
+    ``_``, ``-`` or ``.``: it names the run directory ``<name>-s<seed>``)."""
+    if variant.endswith(".toml"):
+        path: Path | Traversable = Path(variant)
+        if not Path(variant).is_file():
+            raise ConfigError(f"--variant {variant}: recipe file not found")
+    elif variant in VARIANT_RECIPES:
+        path = VARIANT_RECIPES[variant]
+    else:
+        raise ConfigError(
+            VARIANT_RECIPES.unknown(variant) + ", all, or a path to a recipe file (.toml)"
+        )
+    recipe = _read_toml(path)
+    meta = recipe.pop("variant", {})
+    if not isinstance(meta, dict) or set(meta) - {"name"}:
+        raise ConfigError(f'{path}: [variant] takes only name = "..."')
+    name = meta.get("name", variant if variant in VARIANT_RECIPES else Path(variant).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][\w.-]*", name):
+        raise ConfigError(
+            f"{path}: variant name {name!r} must be a letter, then letters, digits, _ - ."
+        )
+    return name, recipe
 
 
 def _read_toml(path: Path | Traversable) -> Config:
@@ -93,11 +129,46 @@ def merge(base: Config, update: Config, source: str) -> Config:
                 f"{source}: unknown section [{section}]; valid sections: {', '.join(out)}"
             )
         for key, value in values.items():
-            if key not in out[section]:
-                valid = ", ".join(out[section])
+            default = out[section].get(
+                key, _augment_params().get(key) if section == "augment" else None
+            )
+            if key not in out[section] and default is None:
+                valid = ", ".join(
+                    [*out[section], *(_augment_params() if section == "augment" else ())]
+                )
                 raise ConfigError(f"{source}: unknown key {section}.{key}; valid keys: {valid}")
-            out[section][key] = _check_type(f"{source}: {section}.{key}", out[section][key], value)
+            out[section][key] = _check_type(f"{source}: {section}.{key}", default, value)
     return out
+
+
+def _augment_params() -> dict[str, Any]:
+    """Every registered augmentation parameter and its default (``[augment]`` keys)."""
+    from fastmix.augment.kinds import all_params
+
+    return {name: p.default for name, p in all_params().items()}
+
+
+def _defaults() -> Config:
+    """``default.toml`` with the built-in augmentation kinds' parameters (their defaults)."""
+    from fastmix.augment.spec import AUGMENTATIONS
+
+    cfg = _read_toml(PRESETS / "default.toml")
+    for kind in AUGMENTATIONS.values():
+        if kind.builtin:
+            cfg["augment"].update({n: p.default for n, p in kind.params.items()})
+    return cfg
+
+
+def _normalise_augment(section: dict[str, Any]) -> dict[str, Any]:
+    """``kind``, the built-in kinds' parameters, and the chosen kind's own (a plugin's), with
+    their defaults; another plugin kind's parameters are dropped (they do nothing here)."""
+    from fastmix.augment.spec import AUGMENTATIONS
+
+    keep = {"kind": section["kind"]}
+    kinds = [k for k in AUGMENTATIONS.values() if k.builtin or k.name == section["kind"]]
+    for kind in kinds:
+        keep.update({n: section.get(n, p.default) for n, p in kind.params.items()})
+    return keep
 
 
 def parse_override(text: str) -> Config:
@@ -114,66 +185,15 @@ def parse_override(text: str) -> Config:
 
 
 def validate(cfg: Config) -> Config:
-    """Reject impossible values with a message that says which key and why."""
-    for section, values in cfg.items():
-        for key, value in values.items() if isinstance(values, dict) else ():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{section}.{key} must be a finite number, got {value}")
-    t, a, o = cfg["train"], cfg["augment"], cfg["oe"]
-    checks = [
-        (t["lr"] > 0, "train.lr must be > 0"),
-        (t["epochs"] >= 1, "train.epochs must be >= 1"),
-        (t["batch_size"] >= 1, "train.batch_size must be >= 1"),
-        (0 <= t["momentum"] < 1, "train.momentum must lie in [0, 1)"),
-        (t["weight_decay"] >= 0, "train.weight_decay must be >= 0"),
-        (0 <= t["warmup_frac"] < 1, "train.warmup_frac must lie in [0, 1)"),
-        (0 <= t["label_smoothing"] < 1, "train.label_smoothing must lie in [0, 1)"),
-        (t["max_steps"] >= 0, "train.max_steps must be >= 0"),
-        (t["seed"] >= 0, "train.seed must be >= 0"),
-        (t["log_every"] >= 1, "train.log_every must be >= 1"),
-        (t["ckpt_every"] >= 0, "train.ckpt_every must be >= 0"),
-        (
-            t["device"] in ("auto", "cpu", "cuda") or t["device"].startswith("cuda:"),
-            "train.device must be auto, cpu or cuda[:N]",
-        ),
-        (t["precision"] in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
-        (t["channels_last"] in ("auto", "on", "off"), "train.channels_last must be auto/on/off"),
-        (t["compile"] in ("auto", "on", "off"), "train.compile must be auto, on or off"),
-        (t["cuda_graphs"] in ("auto", "on", "off"), "train.cuda_graphs must be auto, on or off"),
-        (t["schedule"] in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
-        (0 <= t["lr_min"] <= t["lr"], "train.lr_min must lie in [0, train.lr]"),
-        (t["workers"] >= 0, "train.workers must be >= 0 (0 = auto)"),
-        (a["kind"] in AUGMENT_KINDS, f"augment.kind must be one of {', '.join(AUGMENT_KINDS)}"),
-        (0 <= a["sp_amount"] <= 1, "augment.sp_amount must lie in [0, 1]"),
-        (a["pixmix_k"] >= 0, "augment.pixmix_k must be >= 0"),
-        (a["pixmix_beta"] > 0, "augment.pixmix_beta must be > 0"),
-        (1 <= a["pixmix_severity"] <= 10, "augment.pixmix_severity must lie in [1, 10]"),
-        (o["lambda"] >= 0, "oe.lambda must be >= 0"),
-        (o["ratio"] >= 1, "oe.ratio must be >= 1"),
-        (cfg["model"]["name"] in MODELS, f"model.name must be one of {', '.join(MODELS)}"),
-        (cfg["model"]["width"] >= 1, "model.width must be >= 1"),
-        (cfg["data"]["num_workers"] >= 1, "data.num_workers must be >= 1"),
-        (cfg["eval"]["n_draws"] >= 1, "eval.n_draws must be >= 1"),
-        (cfg["eval"]["n_ood"] >= 1, "eval.n_ood must be >= 1"),
-        (cfg["eval"]["batch_size"] >= 1, "eval.batch_size must be >= 1"),
-        (isinstance(cfg["eval"].get("features", True), bool), "eval.features must be true/false"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-    prefixes = sorted({n.split("/")[0] for n in known_beton_names() if "/" in n})
-    if cfg["data"]["corrupted"] not in prefixes:
-        raise ConfigError(
-            f"data.corrupted: unknown -C set {cfg['data']['corrupted']!r}; valid: "
-            f"{', '.join(prefixes)}"
-        )
-    unknown = [n for n in cfg["eval"]["ood_sets"] if n not in known_beton_names()]
-    if unknown:
-        valid = ", ".join(n for n in known_beton_names() if "/" not in n)
-        raise ConfigError(
-            f"eval.ood_sets: unknown set(s) {', '.join(map(repr, unknown))}; valid: {valid}, "
-            "or a corrupted set such as mnist_c/fog or fmnist_c/fog"
-        )
+    """Reject impossible values with a message that says which key and why: every section
+    through the typed schema (:func:`fastmix.schema.check_config`: types, ranges, the model,
+    loss, scores and detectors, the augmentation's parameters from its kind)."""
+    from fastmix.schema import check_config
+
+    missing = [s for s in ("data", "model", "augment", "oe", "train", "eval") if s not in cfg]
+    if missing:
+        raise ConfigError(f"no section [{', '.join(missing)}]")
+    check_config(cfg)
     return cfg
 
 
@@ -193,15 +213,19 @@ def load_config(
 ) -> Config:
     """Resolve defaults <- variant <- presets <- overrides, then validate.
 
+    ``variant``: a registered variant name or the path of a recipe file (:func:`resolve_variant`).
     ``overrides``: ``"section.key=value"`` text (``--set``; the value read as TOML) or dicts
-    ``{section: {key: value}}``, applied in order."""
-    cfg = _read_toml(PRESETS / "default.toml")
+    ``{section: {key: value}}``, applied in order. The result records the variant's name, the
+    presets and the plugins loaded (``[variant]``)."""
+    cfg = _defaults()
+    name = None
     if variant is not None:
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}, all")
-        cfg = merge(cfg, _read_toml(PRESETS / f"{variant}.toml"), f"{variant}.toml")
-    for name in presets:
-        path = preset_path(name)
+        name, recipe = resolve_variant(variant)
+        cfg = merge(
+            cfg, recipe, Path(variant).name if variant.endswith(".toml") else f"{variant}.toml"
+        )
+    for preset in presets:
+        path = preset_path(preset)
         cfg = merge(cfg, _read_toml(path), path.name)
     for o in overrides:
         if isinstance(o, str):
@@ -212,9 +236,11 @@ def load_config(
                 o,
                 "override " + ", ".join(f"{sec}.{key}" for sec, vals in o.items() for key in vals),
             )
+    cfg["augment"] = _normalise_augment(cfg["augment"])
     cfg["variant"] = {
-        "name": variant or "custom",
+        "name": name or "custom",
         "presets": [Path(n).stem if n.endswith(".toml") else n for n in presets],
+        "plugins": loaded_plugins(),
     }
     return validate(cfg)
 
@@ -224,8 +250,14 @@ def read_config_file(path: Path) -> Config:
     naming the file when it is not a complete, valid fastmix config. Keys added to fastmix after
     the file was written take their defaults, which keep what earlier versions did (a whole
     section missing is an error)."""
+    from fastmix.registry import load_plugins
+
     cfg = _read_toml(path)
-    defaults = _read_toml(PRESETS / "default.toml")
+    try:
+        load_plugins(cfg.get("variant", {}).get("plugins", []))  # what the run was trained with
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    defaults = _defaults()
     missing = [sec for sec in defaults if sec not in cfg]
     if missing:
         raise ConfigError(

@@ -158,3 +158,38 @@ def beta(state, a, b):
     if a == 1.0:
         return 1.0 - u ** (1.0 / b)
     raise ValueError("rng.beta: only Beta(a, 1) and Beta(1, b) are supported")
+
+
+def _fold(h: int, part: int | str) -> int:
+    """``mix((h ^ part) + G)`` on Python ints; a string part is folded in byte by byte (its
+    UTF-8), then its length, so ``"ab"`` and ``("a", "b")`` differ."""
+    if isinstance(part, str):
+        data = part.encode()
+        for b in data:
+            h = mix.py_func(((h ^ b) + GAMMA) & MASK64)
+        return mix.py_func(((h ^ len(data)) + GAMMA) & MASK64)
+    if isinstance(part, bool) or not isinstance(part, (int, np.integer)):
+        raise TypeError(f"derive_seed: parts must be ints or strings, got {part!r}")
+    return mix.py_func(((h ^ _u64(part)) + GAMMA) & MASK64)
+
+
+def derive_seed(seed: int, purpose: str, *parts: int | str) -> int:
+    """The seed of one random stream of a run: the one place where a training (or evaluation)
+    seed becomes the seed of a particular use. Chains the splitmix64 finaliser over
+    ``purpose`` (its UTF-8 bytes), ``seed`` and ``parts``::
+
+        h = fold(0, purpose);  h = mix((h ^ seed) + G);  h = mix((h ^ part) + G) ...
+
+    and returns the top 63 bits of ``h`` (a non-negative int64, which FFCV, NumPy, torch and
+    the Numba kernels all accept). Distinct (purpose, seed, parts) give unrelated seeds: seed
+    ``s + 1`` is not seed ``s`` shifted, so FFCV's ``default_rng(derived + epoch)`` orders of
+    two training seeds share no epoch. Purposes used by fastmix: ``data_order``,
+    ``outlier_order``, ``init``, ``dropout``, ``view`` (with the augmentation's seed tag),
+    ``eval_subset`` and ``eval_ood_draws``.
+    """
+    if not isinstance(purpose, str) or not purpose:
+        raise TypeError(f"derive_seed: purpose must be a non-empty string, got {purpose!r}")
+    h = _fold(0, purpose)
+    for part in (seed, *parts):
+        h = _fold(h, part)
+    return h >> 1

@@ -450,9 +450,13 @@ def test_unknown_score_names_list_the_detectors(run, tmp_path):
     study = run["study"]
     path = make_run(tmp_path, "bad", "base", 0, study["states"][0])
     overrides = ["train.seed=0", "model.name='convnet'", "eval.scores=['msp','mahalanobs']"]
-    cfg = load_config("base", ["smoke"], overrides)
+    match = r"eval.scores: unknown score\(s\) 'mahalanobs'; valid: .*mahalanobis"
+    with pytest.raises(ConfigError, match=match):  # refused at config time, before training
+        load_config("base", ["smoke"], overrides)
+    cfg = load_config("base", ["smoke"], overrides[:2])
+    cfg["eval"]["scores"] = ["msp", "mahalanobs"]  # a run config edited by hand
     (path / "config.toml").write_text(dumps(cfg))
-    with pytest.raises(ConfigError, match=r"unknown score\(s\) \['mahalanobs'\].*mahalanobis"):
+    with pytest.raises(ConfigError, match=match):
         evaluate_run(path, study["data"], study["cache"], progress=False)
 
 

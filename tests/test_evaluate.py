@@ -25,6 +25,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from fastmix.config import config_hash, dumps, load_config
 from fastmix.errors import DataError
+from fastmix.rng import derive_seed
 from fastmix.train.checkpoint import save_checkpoint
 from fastmix.train.models import build_model
 
@@ -353,8 +354,9 @@ def test_ood_metrics_recomputed_with_sklearn(study, evaluated):
                 average_precision_score(1 - yy, -np.r_[si, so]), abs=1e-12
             )
             assert got["fpr95"] == pytest.approx(_fpr95(si, so), abs=1e-12)
-            # OE protocol: n_ood = 200 of each set's >= 300 samples, 2 draws (smoke config)
-            rng = np.random.default_rng(0)
+            # OE protocol: n_ood = 200 of each set's >= 300 samples, 2 draws (smoke config),
+            # drawn from the set's own derived seed
+            rng = np.random.default_rng(derive_seed(0, "eval_ood_draws", name))
             aurocs = []
             for _ in range(2):
                 pick = np.sort(rng.choice(len(so), 200, replace=False))

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastmix.config import MODELS, VARIANTS, load_config
+from fastmix.config import VARIANTS, load_config
 from fastmix.train.models import (
-    DEFAULT_WIDTH,
+    MODELS,
     LeNetOE,
     build_model,
     count_params,
@@ -70,9 +70,9 @@ def test_params_and_flops_of_lenet_oe_by_hand():
     assert flops_per_image(m) == 2 * (24 * 24 * 10 * 25 + 8 * 8 * 20 * 250 + 320 * 50 + 50 * 10)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_has_features_and_a_linear_head(name):
-    m = build_model(name, DEFAULT_WIDTH[name]).eval()
+    m = build_model(name, MODELS[name].default_width).eval()
     x = torch.rand(4, 1, 28, 28)
     f = m.forward_features(x)
     assert f.ndim == 2 and f.shape[1] == m.get_classifier().in_features
@@ -95,7 +95,7 @@ def test_oe_paper_preset_is_the_papers_recipe():
     assert base["augment"]["kind"] == "none" and base["variant"]["presets"] == ["oe_paper"]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_trains_a_step_on_every_variant(name, data_dir, tmp_path):
     from fastmix.train.trainer import RunRequest, train_runs
 

@@ -25,6 +25,7 @@ from fastmix.data.inputs import to_model_input
 from fastmix.data.loader import cycle, make_eval_loader, make_outlier_loader, make_train_loader
 from fastmix.data.streams import OutlierKey, StreamKey, TrainStream
 from fastmix.errors import ConfigError, DataError
+from fastmix.rng import derive_seed
 from fastmix.runtime import set_torch_threads
 
 N = 72
@@ -131,6 +132,40 @@ def test_same_seed_same_batches_other_seed_other_order(data):
     assert not np.array_equal(a[1], c[1])
 
 
+def test_seeds_share_no_epoch_order(data):
+    """FFCV orders epoch e by default_rng(s + e): with s the bare training seed, seed 1's epoch
+    e would be seed 0's epoch e + 1. The derived order seeds share none, training or outlier."""
+    epochs = 4
+    orders = {}
+    for seed in (0, 1):
+        loader = make_train_loader(data["train"], AUG["none"], BATCH, seed=seed)
+        for e in range(epochs):
+            orders[("train", seed, e)] = tuple(_epoch(loader)[1])
+        outliers = make_outlier_loader(data["outliers"], 8, seed=seed)
+        for e in range(epochs):
+            x = _epoch(outliers)[0]
+            orders[("outlier", seed, e)] = tuple(hash(bytes(img)) for img in x)
+    for kind in ("train", "outlier"):
+        seen = [orders[(kind, s, e)] for s in (0, 1) for e in range(epochs)]
+        assert len(set(seen)) == len(seen), kind
+
+
+def test_derive_seed_separates_purposes_seeds_and_parts():
+    seeds = [
+        derive_seed(s, p, *parts)
+        for s in range(4)
+        for p, parts in [
+            ("data_order", ()),
+            ("dropout", ()),
+            ("view", ("sp",)),
+            ("view", ("pixmix",)),
+        ]
+    ]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(3, "view", "sp") == derive_seed(3, "view", "sp")
+    assert derive_seed(0, "view", "ab") != derive_seed(0, "view", "a", "b")
+
+
 @pytest.mark.parametrize("variant", ["pixmix", "sp"])
 def test_thread_count_does_not_change_samples(data, variant):
     """1 thread against 2 threads under the dynamic (load-balanced) schedule."""
@@ -193,7 +228,7 @@ def test_torch_threads_restored_after_ffcv_changes_them(data):
 
 
 def test_errors_name_the_fault(data, tmp_path):
-    with pytest.raises(ConfigError, match="none, sp, pixmix"):
+    with pytest.raises(ConfigError, match="none, pixmix, sp"):
         Augmentation("mixup")
     with pytest.raises(ConfigError, match="an Augmentation or a non-empty list"):
         make_train_loader(data["train"], "pixmix", BATCH, seed=0)

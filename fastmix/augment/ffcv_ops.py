@@ -18,7 +18,7 @@ two layouts coincide.
 How the work is done. ``Views`` declares ``jit_mode=False``, so FFCV calls its code as a plain
 Python function once per batch (in the loader's worker thread) instead of compiling it into the
 pipeline. That function makes one call per view to a cached, ``parallel=True, nogil=True``
-batch kernel (``fastmix.augment.unit``, ``salt_pepper``, ``pixmix``: a ``prange`` over the
+batch kernel (the registered kind's, :mod:`fastmix.augment.kinds`: a ``prange`` over the
 batch on as many threads as the loader's ``num_workers``, which FFCV sets with
 ``numba.set_num_threads`` in that thread), load-balanced with Numba's dynamic schedule
 (``run_load_balanced``). Consequences:
@@ -56,18 +56,10 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 
-from fastmix.augment import pixmix, salt_pepper, unit
 from fastmix.augment.spec import Augmentation, validate_bank, view_seed
 from fastmix.errors import ConfigError, DataError
 
 _F32 = np.dtype(np.float32)
-
-# Iterations of each kernel's prange per scheduled task (numba.set_parallel_chunksize). One
-# PixMix iteration is a chunk of pixmix.BATCH_CHUNK = 4 samples, long enough to be a task of its
-# own; one salt-and-pepper iteration is one sample, so tasks take 32 to keep the scheduling
-# overhead small. Chosen by A/B runs of the loader benchmark (bench/RESULTS.md).
-PIXMIX_TASK_ITERATIONS = 1
-SALT_PEPPER_TASK_ITERATIONS = 32
 
 
 def run_load_balanced(kernel: Callable, task_iterations: int, *args) -> None:
@@ -131,7 +123,7 @@ class Views(Operation):
         self.augmentations = tuple(augmentations)
         self.seeds = tuple(view_seed(int(seed), a) for a in self.augmentations)
         self.bank = None
-        if any(a.kind == "pixmix" for a in self.augmentations):
+        if any(a.spec.needs_bank for a in self.augmentations):
             if bank is None:
                 raise ConfigError("PixMix needs a fractal_bank (uint8 (M, S, S) mixing pictures)")
             self.bank = validate_bank(bank)
@@ -139,8 +131,8 @@ class Views(Operation):
 
     @property
     def augments(self) -> bool:
-        """Whether any view is random (salt-and-pepper or PixMix)."""
-        return any(a.kind != "none" for a in self.augmentations)
+        """Whether any view is random (any kind but ``none``)."""
+        return any(a.spec.random for a in self.augmentations)
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used by every batch computed from now on (set before an FFCV epoch starts)."""
@@ -166,33 +158,19 @@ class Views(Operation):
             out = dst.reshape(len(op.augmentations), n, h, w)  # view-major (module doc)
             idx = indices.astype(np.int64)
             for v, (a, seed) in enumerate(zip(op.augmentations, op.seeds, strict=True)):
-                if a.kind == "none":
-                    unit.to_unit_batch(images, out[v])
-                elif a.kind == "sp":
-                    run_load_balanced(
-                        salt_pepper.salt_pepper_batch,
-                        SALT_PEPPER_TASK_ITERATIONS,
-                        images,
-                        idx,
-                        out[v],
-                        seed,
-                        op.epoch,
-                        a.sp_amount,
-                    )
+                kind = a.spec  # fastmix.augment.kinds: the kernel and how to call it
+                if kind.call is not None:
+                    kind.call(images, idx, out[v], seed, op.epoch, a, op.bank, run_load_balanced)
                 else:
                     run_load_balanced(
-                        pixmix.pixmix_batch,
-                        PIXMIX_TASK_ITERATIONS,
+                        kind.kernel,
+                        kind.task_iterations,
                         images,
                         idx,
-                        op.bank,
                         out[v],
                         seed,
                         op.epoch,
-                        a.pixmix_k,
-                        a.pixmix_beta,
-                        a.pixmix_severity,
-                        a.n_ops,
+                        *a.values,
                     )
             return dst
 

@@ -52,7 +52,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastmix.augment import pillow_ops
 from fastmix.augment.fastpow import exp2_f32_array, log2_array
+from fastmix.augment.kinds import Param, register_augmentation
 from fastmix.augment.pillow_ops import _F0, _F1, _F2, _F255, augment_u8
 from fastmix.augment.unit import u8_to_unit
 from fastmix.rng import _i64, beta, randint, sample_state, uniform
@@ -285,3 +287,30 @@ def draw_pixmix_plans(seed, epoch, indices, bank_shape, h, w, k, beta_param, sev
             k, beta_param, severity, n_ops, plans[i],
         )  # fmt: skip
     return plans
+
+
+def _pixmix_view(images, indices, out, seed, epoch, augmentation, bank, launch) -> None:
+    """One PixMix view: ``pixmix_batch`` with the mixing bank and the op list's length."""
+    a = augmentation
+    n_ops = pillow_ops.N_OPS_ALL if a.pixmix_all_ops else pillow_ops.N_OPS_BASIC
+    launch(
+        pixmix_batch, 1, images, indices, bank, out, seed, epoch,
+        a.pixmix_k, a.pixmix_beta, a.pixmix_severity, n_ops,
+    )  # fmt: skip
+
+
+register_augmentation(
+    "pixmix",
+    kernel=pixmix_batch,
+    params={
+        "pixmix_k": Param(PIXMIX_K, 0, 64, help="mixing rounds, at most"),
+        "pixmix_beta": Param(PIXMIX_BETA, 0.0, None, lo_open=True, help="mixing Beta"),
+        "pixmix_severity": Param(
+            AUG_SEVERITY, 0.1, MAX_SEVERITY, lo_open=True, help="op levels ~ U(0.1, severity)"
+        ),
+        "pixmix_all_ops": Param(False, help="13 ops instead of andyzoujm/pixmix's 9"),
+    },
+    needs_bank=True,
+    task_iterations=1,  # one iteration is a chunk of BATCH_CHUNK samples, a task of its own
+    call=_pixmix_view,
+)

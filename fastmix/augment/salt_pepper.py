@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastmix.augment.kinds import Param, register_augmentation
 from fastmix.augment.pillow_ops import _F0, _F1, _F255
 from fastmix.rng import _i64, next_u64, sample_state, unit_from_u64
 
@@ -42,3 +43,11 @@ def salt_pepper_batch(images, indices, out, seed, epoch, amount):
     stream ``sample_state(seed, epoch, indices[i])``; prange over the batch."""
     for i in prange(images.shape[0]):
         salt_pepper_sample(images[i], out[i], seed, epoch, indices[i], amount)
+
+
+register_augmentation(
+    "sp",
+    kernel=salt_pepper_batch,
+    params={"sp_amount": Param(SP_AMOUNT, 0.0, 1.0, help="fraction of pixels replaced")},
+    task_iterations=32,  # one iteration is one sample: 32 per task keep the overhead small
+)

@@ -4,79 +4,103 @@ A *view* of a training batch is the batch after one augmentation. The loader com
 views of each batch from one read and one decode (one per distinct augmentation of the runs
 training together), each seeded per sample by ``(view_seed(seed, augmentation), epoch,
 index)``: a view depends only on the training seed and its own settings, never on which other
-views are computed beside it.
+views are computed beside it. The kinds, their kernels and their parameters' ranges are the
+registry of :mod:`fastmix.augment.kinds`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fastmix.augment import pillow_ops, pixmix, salt_pepper
+from fastmix.augment import pixmix, salt_pepper, unit  # noqa: F401 (the built-in kinds)
+from fastmix.augment.kinds import AUGMENTATIONS, AugmentationKind, all_params
 from fastmix.errors import ConfigError, DataError
+from fastmix.rng import derive_seed
 
-KINDS = ("none", "sp", "pixmix")
 
-
-@dataclass(frozen=True)
 class Augmentation:
-    """One augmentation: ``kind`` none | sp (salt-and-pepper, ``sp_amount``) | pixmix (PixMix
-    with k, beta, severity and the 9 or 13 ops). Settings of the other kinds are ignored (and
-    normalised away, so two views of the same augmentation compare equal)."""
+    """One augmentation: a registered ``kind`` (none | sp | pixmix | a plugin's) and the values
+    of that kind's parameters (``Augmentation("pixmix", pixmix_k=2)``; a missing one takes its
+    default; ``a.pixmix_k`` reads one). Settings of the other kinds are ignored (normalised
+    away, so two views of the same augmentation compare equal); an unknown setting, an unknown
+    kind or a value outside its declared range is a ConfigError naming it (``where`` prefixes
+    the setting, e.g. ``"augment."``)."""
 
-    kind: str = "none"
-    sp_amount: float = salt_pepper.SP_AMOUNT
-    pixmix_k: int = pixmix.PIXMIX_K
-    pixmix_beta: float = pixmix.PIXMIX_BETA
-    pixmix_severity: float = pixmix.AUG_SEVERITY
-    pixmix_all_ops: bool = False
+    __slots__ = ("kind", "params")
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown augmentation {self.kind!r}; valid: {', '.join(KINDS)}")
-        if not 0.0 <= float(self.sp_amount) <= 1.0:
-            raise ConfigError(f"salt-and-pepper amount must lie in [0, 1], got {self.sp_amount!r}")
-        k = self.pixmix_k
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= 64:
-            raise ConfigError(f"PixMix: k (mixing rounds) must be an integer in [0, 64], got {k!r}")
-        if not float(self.pixmix_beta) > 0.0:
-            raise ConfigError(f"PixMix: beta must be > 0, got {self.pixmix_beta!r}")
-        if not 0.1 < float(self.pixmix_severity) <= pixmix.MAX_SEVERITY:
+    def __init__(self, kind: str = "none", *, where: str = "", **settings: Any) -> None:
+        if kind not in AUGMENTATIONS:
+            raise ConfigError(AUGMENTATIONS.unknown(kind, f"{where}kind" if where else ""))
+        known = all_params()
+        unknown = [k for k in settings if k not in known]
+        if unknown:
             raise ConfigError(
-                f"PixMix: severity must lie in (0.1, {pixmix.MAX_SEVERITY:g}], "
-                f"got {self.pixmix_severity!r}"
+                f"unknown augmentation setting(s) {', '.join(unknown)}; valid: {', '.join(known)}"
             )
-        defaults = Augmentation.__dataclass_fields__
-        if self.kind != "sp":
-            object.__setattr__(self, "sp_amount", defaults["sp_amount"].default)
-        if self.kind != "pixmix":
-            for name in ("pixmix_k", "pixmix_beta", "pixmix_severity", "pixmix_all_ops"):
-                object.__setattr__(self, name, defaults[name].default)
+        spec = AUGMENTATIONS[kind]
+        values = tuple(
+            (name, p.check(f"{where}{name}", settings.get(name, p.default)))
+            for name, p in spec.params.items()
+        )
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "params", values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Augmentation is immutable")
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its kind and settings (a worker process rebuilds and re-checks it; a
+        plugin's kind must be registered there too)."""
+        return _rebuild, (self.kind, dict(self.params))
+
+    def __getattr__(self, name: str) -> Any:
+        for key, value in object.__getattribute__(self, "params"):
+            if key == name:
+                return value
+        raise AttributeError(f"{self.kind} augmentation has no setting {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Augmentation) and (self.kind, self.params) == (
+            other.kind,
+            other.params,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.params))
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.params)
+        return f"Augmentation({self.kind!r}{args})"
+
+    @property
+    def spec(self) -> AugmentationKind:
+        """The registered kind."""
+        return AUGMENTATIONS[self.kind]
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        """The parameter values in the kind's declaration order (the kernel's arguments)."""
+        return tuple(v for _, v in self.params)
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> Augmentation:
-        """From a config's ``[augment]`` section."""
-        return cls(
-            section["kind"],
-            float(section["sp_amount"]),
-            int(section["pixmix_k"]),
-            float(section["pixmix_beta"]),
-            float(section["pixmix_severity"]),
-            bool(section["pixmix_all_ops"]),
-        )
+        """From a config's ``[augment]`` section (errors name ``augment.<key>``)."""
+        kind = section["kind"]
+        own = AUGMENTATIONS[kind].params if kind in AUGMENTATIONS else {}
+        return cls(kind, where="augment.", **{k: section[k] for k in own if k in section})
 
-    @property
-    def n_ops(self) -> int:
-        """PixMix's op list length: andyzoujm/pixmix's 9 ops, or 13 with ``--all-ops``."""
-        return pillow_ops.N_OPS_ALL if self.pixmix_all_ops else pillow_ops.N_OPS_BASIC
+
+def _rebuild(kind: str, params: dict[str, Any]) -> Augmentation:
+    return Augmentation(kind, **params)
 
 
 def view_seed(seed: int, augmentation: Augmentation) -> int:
-    """The per-sample seed of a view: ``4 seed + kind index`` (none 0, sp 1, pixmix 2), so the
-    salt-and-pepper and PixMix views of one training seed draw from different streams."""
-    return 4 * int(seed) + KINDS.index(augmentation.kind)
+    """The per-sample seed of a view: ``derive_seed(seed, "view", seed_tag)`` with the kind's
+    registered seed tag, so every kind's view of every training seed draws from its own stream
+    (however many kinds there are)."""
+    return derive_seed(int(seed), "view", augmentation.spec.seed_tag)
 
 
 def validate_bank(bank: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastmix.augment.kinds import register_augmentation
 from fastmix.rng import _i64
 
 _F255 = np.float32(255.0)
@@ -27,3 +28,10 @@ def to_unit_batch(images, out):
     """``out = images / 255`` as float32 (the no-augmentation pipeline); prange over the batch."""
     for i in prange(images.shape[0]):
         u8_to_unit(images[i], out[i])
+
+
+def _unit_view(images, indices, out, seed, epoch, augmentation, bank, launch) -> None:
+    to_unit_batch(images, out)
+
+
+register_augmentation("none", kernel=to_unit_batch, random=False, call=_unit_view)

@@ -49,7 +49,8 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _split(values: list[str]) -> list[str]:
+def split_names(values: list[str]) -> list[str]:
+    """Repeated comma-separated ``--only`` / ``--corrupt`` values as one list of names."""
     return [v for item in values for v in item.split(",") if v]
 
 
@@ -58,7 +59,7 @@ def catalog_from_args(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--fractals {args.fractals}: must be >= 1")
     if args.fractal_size < 8:
         raise ConfigError(f"--fractal-size {args.fractal_size}: must be >= 8")
-    corrupt = tuple(_split(args.corrupt))
+    corrupt = tuple(split_names(args.corrupt))
     for name in corrupt:
         if name not in CLEAN_BASES:
             valid = ", ".join(CLEAN_BASES)
@@ -95,7 +96,7 @@ def run_convert(args: argparse.Namespace) -> int:
             mirror=args.mirror,
             allow_download=not args.offline,
         )
-        only = _split(args.only) or None
+        only = split_names(args.only) or None
         result = convert(catalog, out, resolver, only=only, progress=not args.no_progress)
     except (DataError, ConfigError) as e:
         print(f"fastmix convert: error: {e}", file=sys.stderr)

@@ -1,13 +1,17 @@
 """``fastmix eval`` and ``fastmix report`` (wired into ``fastmix/cli.py``).
 
     fastmix eval RUN... [--data DIR] [--which best|last] [--no-progress]
+    fastmix eval --model MODULE:FACTORY --checkpoint FILE --data DIR --out DIR
     fastmix report RUN... --out DIR [--data DIR] [--which best|last] [--no-progress]
 
 ``eval`` writes ``<run>/results.json``, ``<run>/logits.npz`` and ``<run>/features.npz``
 (``eval.features``) and prints one line per run;
 ``report`` evaluates the runs that lack ``results.json`` first, then writes
-``<out>/report.md`` and ``<out>/plots/``.  User errors (a missing run, missing data, a bad
-config) print one clear message to stderr and return a non-zero exit code.
+``<out>/report.md`` and ``<out>/plots/``.  ``eval --model`` evaluates a model fastmix did not
+train: ``FACTORY()`` builds it, the checkpoint is a plain ``state_dict``, and ``--out`` gets the
+same files (``fastmix.evaluate_model``): a folder ``report`` takes beside fastmix's runs.  User
+errors (a missing run, missing data, a bad config) print one clear message to stderr and return
+a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from fastmix.errors import ConfigError, DataError, TrainingError
 EXIT_USER_ERROR = 2
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (from fastmix train)")
+def _common(p: argparse.ArgumentParser, runs: str = "+") -> None:
+    from fastmix.cli.train import add_plugin_args
+
+    p.add_argument("runs", nargs=runs, metavar="RUN", help="run directories (from fastmix train)")
+    add_plugin_args(p)
     p.add_argument(
         "--data", metavar="DIR", default=None, help="beton folder (default: each run's data.dir)"
     )
@@ -50,7 +57,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastmix eval``."""
-    _common(p)
+    from fastmix.cli.train import add_preset_args
+
+    _common(p, runs="*")
+    p.add_argument(
+        "--model", metavar="MODULE:FACTORY", help="evaluate FACTORY() of MODULE (not a run)"
+    )
+    p.add_argument("--checkpoint", metavar="FILE", help="--model's weights: a plain state_dict")
+    p.add_argument("--out", metavar="DIR", help="--model's results folder (named after it)")
+    add_preset_args(p, "--model's evaluation settings: ")
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -120,11 +135,56 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def _evaluate_external(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--model MODULE:FACTORY --checkpoint FILE --data DIR --out DIR``."""
+    import torch
+
+    from fastmix.evaluate.external import evaluate_model, load_factory
+
+    if args.runs:
+        raise ConfigError("fastmix eval: give run directories or --model, not both")
+    missing = [f"--{k}" for k in ("checkpoint", "data", "out") if not getattr(args, k)]
+    if missing:
+        raise ConfigError(f"--model needs {', '.join(missing)}")
+    from fastmix.config import load_config
+
+    cfg = load_config(None, args.config, args.overrides)  # every fault before anything runs
+    model = load_factory(args.model)
+    try:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise DataError(f"{args.checkpoint}: checkpoint not found") from None
+    except Exception as e:  # a foreign or damaged file, or weights of another model
+        msg = f"{args.checkpoint}: not a state_dict of {args.model} ({type(e).__name__}: {e})"
+        raise DataError(msg.splitlines()[0][:400]) from None
+    print(f"evaluating {args.model} -> {args.out} ...", file=sys.stderr, flush=True)
+    return [
+        evaluate_model(
+            model,
+            args.data,
+            out=args.out,
+            config=cfg,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            progress=not args.no_progress,
+        )
+    ]
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``fastmix eval``: 0 on success, 2 on a user error (message on stderr)."""
+    from fastmix.registry import load_plugins
+
     try:
-        paths = _check_runs(args.runs)
-        results = _evaluate(paths, args)
+        load_plugins(args.plugin)
+        if args.model:
+            results = _evaluate_external(args)
+        else:
+            if not args.runs:
+                raise ConfigError("fastmix eval: give run directories, or --model")
+            results = _evaluate(_check_runs(args.runs), args)
     except (DataError, ConfigError, TrainingError) as e:
         print(f"fastmix eval: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -134,9 +194,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """``fastmix report``: evaluates runs lacking results.json, then writes report.md."""
+    from fastmix.registry import load_plugins
     from fastmix.report.report import write_report
 
     try:
+        load_plugins(args.plugin)
         paths = _check_runs(args.runs)
         todo = [p for p in paths if args.reeval or not (p / "results.json").is_file()]
         if todo:

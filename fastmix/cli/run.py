@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from fastmix.cli.convert import split_names
 from fastmix.cli.train import add_config_args, study_configs
 from fastmix.config import VARIANTS
 from fastmix.errors import ConfigError, DataError, TrainingError
@@ -26,10 +27,22 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true")
     p.add_argument("--data", default="data", help="betons folder")
     p.add_argument("--out", default="runs", help="run directories and the report")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated registered variants or recipe .toml files (default: the six)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant (mean ± std)")
     add_config_args(p)
     p.add_argument("--fractals", type=int, default=10_000)
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="convert only these betons (comma-separated names or prefixes); the study "
+        "evaluates the sets it finds",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -38,6 +51,7 @@ def run_all(args: argparse.Namespace) -> int:
     from fastmix.converters.catalog import CatalogOptions, build_catalog
     from fastmix.converters.sources import SourceResolver
     from fastmix.evaluate.evaluate import evaluate_run
+    from fastmix.registry import load_plugins
     from fastmix.report.report import write_report
     from fastmix.train.preemption import Preempted
     from fastmix.train.run_dir import is_finished, run_dir_for
@@ -47,10 +61,8 @@ def run_all(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     out = Path(args.out)
     try:
+        load_plugins(args.plugin)
         variants = [v for v in args.variants.split(",") if v]
-        bad = [v for v in variants if v not in VARIANTS]
-        if bad:
-            raise ConfigError(f"unknown variants {bad}; valid: {', '.join(VARIANTS)}")
         if args.seeds < 1:
             raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
         overrides = [*args.overrides, {"data": {"dir": str(args.data)}}]
@@ -70,7 +82,8 @@ def run_all(args: argparse.Namespace) -> int:
         resolver = SourceResolver(
             raw_dirs=args.raw, mirror=args.mirror, allow_download=not args.offline
         )
-        result = convert(catalog, args.data, resolver, progress=progress)
+        only = split_names(args.only) or None
+        result = convert(catalog, args.data, resolver, only=only, progress=progress)
         for line in summary_lines(result, catalog):
             print(line)
         if result.exit_code(catalog) != 0:

@@ -20,7 +20,12 @@ from fastmix.errors import ConfigError, DataError, TrainingError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", default="base", choices=[*VARIANTS, "all"])
+    p.add_argument(
+        "--variant",
+        default="base",
+        help="a registered variant (the six: " + ", ".join(VARIANTS) + "; plugins add more), "
+        "all (the six), or a recipe file path/to/my_method.toml",
+    )
     p.add_argument(
         "--seeds", type=int, default=1, help="seeds per variant: 0..N-1 (or from --seed on)"
     )
@@ -42,13 +47,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    """``--config PRESET`` (repeatable) and ``--set section.key=value`` (repeatable)."""
+    """``--config PRESET``, ``--set section.key=value`` and ``--plugin MODULE`` (each
+    repeatable)."""
+    add_preset_args(p)
+    add_plugin_args(p)
+
+
+def add_preset_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    """``--config PRESET`` and ``--set section.key=value`` (each repeatable); ``what`` prefixes
+    their help."""
     p.add_argument(
         "--config",
         action="append",
         default=[],
         metavar="PRESET",
-        help="extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable",
+        help=f"{what}extra preset (e.g. smoke, oe_paper) or a TOML file; repeatable",
     )
     p.add_argument(
         "--set",
@@ -56,7 +69,19 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.KEY=VALUE",
         dest="overrides",
-        help="typed override; unknown keys are errors",
+        help=f"{what}typed override; unknown keys are errors",
+    )
+
+
+def add_plugin_args(p: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE`` (repeatable): user code that registers models, augmentations,
+    losses, detectors or variants; the entry-point group ``fastmix.plugins`` is loaded too."""
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers models, augmentations, detectors, ...); repeatable",
     )
 
 
@@ -93,6 +118,7 @@ def print_results(results: list) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from fastmix.registry import load_plugins
     from fastmix.train import distributed
     from fastmix.train.preemption import Preempted
     from fastmix.train.run_dir import run_dir_for
@@ -100,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        load_plugins(args.plugin)
         if args.resume:
             requests = [RunRequest(None, Path(r), resume=True) for r in args.resume]
         else:

@@ -6,7 +6,9 @@ loader of one augmentation, (V, B, 1, H, W) from a training loader given a list 
 augmentations (its views, from one read and one decode per batch; ``fastmix.augment.ffcv_ops``).
 
 Epochs. ``EpochLoader`` wraps an FFCV ``Loader``: each ``iter()`` is one epoch. Its number is
-FFCV's ``next_epoch`` counter (0 first); it seeds the RANDOM order (``seed + epoch``) and reaches
+FFCV's ``next_epoch`` counter (0 first); it seeds the RANDOM order (``default_rng(s + epoch)``
+with ``s = derive_seed(seed, "data_order")``, or ``"outlier_order"``: seeds 0 and 1 share no
+epoch order, as they would with ``s = seed``) and reaches
 the augmentation op through ``set_epoch`` before FFCV starts the epoch. ``set_epoch(e)`` resumes
 at epoch ``e``. Starting an epoch first stops an unfinished iterator of the previous one.
 
@@ -40,6 +42,7 @@ from ffcv.transforms import ToDevice, ToTensor
 from fastmix.augment.ffcv_ops import ParallelNDArrayDecoder, Views
 from fastmix.augment.spec import Augmentation
 from fastmix.errors import ConfigError, DataError
+from fastmix.rng import derive_seed
 from fastmix.runtime import set_torch_threads, usable_cores
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -243,12 +246,15 @@ def make_train_loader(
     device: str | torch.device = "cpu",
     batches_ahead: int = 3,
     torch_threads: int | None = None,
+    order_purpose: str = "data_order",
 ) -> EpochLoader:
-    """Training loader: random order (FFCV RANDOM, ``seed + epoch``); ``augment`` one
+    """Training loader: random order (FFCV RANDOM, ``derive_seed(seed, "data_order") + epoch``);
+    ``augment`` one
     ``Augmentation`` (images (B, 1, H, W)) or a list of them (views (V, B, 1, H, W)), each
     seeded per sample by ``(view_seed(seed, augmentation), epoch, index)``. ``fractal_bank``:
-    the PixMix mixing pictures (uint8 (M, S, S)), needed by a PixMix view. See the module doc
-    for epochs, buffers and threads."""
+    the PixMix mixing pictures (uint8 (M, S, S)), needed by a PixMix view; ``order_purpose``:
+    the ``derive_seed`` purpose of the order. See the module doc for epochs, buffers and
+    threads."""
     augs, stacked = _as_views(augment)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
@@ -259,7 +265,7 @@ def make_train_loader(
         batch_size,
         num_workers,
         OrderOption.RANDOM,
-        int(seed),
+        derive_seed(int(seed), order_purpose),
         drop_last,
         distributed,
         device,
@@ -304,8 +310,9 @@ def make_outlier_loader(
     device: str | torch.device = "cpu",
     torch_threads: int | None = None,
 ) -> EpochLoader:
-    """Outlier Exposure loader: its own ``seed``, a new random order every epoch
-    (``seed + epoch``), full batches only, no augmentation. Labels are passed as stored (the
+    """Outlier Exposure loader: the run's training ``seed``, a new random order every epoch
+    (``derive_seed(seed, "outlier_order") + epoch``, unrelated to the training order), full
+    batches only, no augmentation. Labels are passed as stored (the
     outlier loss ignores them). Use ``cycle(loader)`` to draw from it without epoch
     boundaries."""
     return make_train_loader(
@@ -319,4 +326,5 @@ def make_outlier_loader(
         distributed,
         device=device,
         torch_threads=torch_threads,
+        order_purpose="outlier_order",
     )

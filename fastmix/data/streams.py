@@ -8,10 +8,10 @@ Outlier Exposure run among them.
 
 Everything is a pure function of (seed, global step), so a run trained alone or with others, and
 an interrupted run after ``--resume``, sees exactly the same inputs: epoch ``e`` of the training
-loader has its own order (FFCV RANDOM, ``seed + e``) and augmentation (per sample
-``(view_seed, e, index)``); an outlier stream is consumed one batch per step across outlier
-epochs (its own seed ``seed + OUTLIER_SEED_OFFSET``, a new order each outlier epoch), so step
-``g`` always sees outlier batch ``g``.
+loader has its own order (FFCV RANDOM, from ``derive_seed(seed, "data_order")``) and
+augmentation (per sample ``(view_seed, e, index)``); an outlier stream is consumed one batch per
+step across outlier epochs (its own order, from ``derive_seed(seed, "outlier_order")``, a new one
+each outlier epoch), so step ``g`` always sees outlier batch ``g``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import torch
 from fastmix.augment.spec import Augmentation
 from fastmix.data.loader import EpochLoader, make_outlier_loader, make_train_loader
 from fastmix.errors import ConfigError
-
-OUTLIER_SEED_OFFSET = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class TrainStream:
             loader = make_outlier_loader(
                 ok.beton,
                 ok.batch_size,
-                key.seed + OUTLIER_SEED_OFFSET,
+                key.seed,
                 key.num_workers,
                 key.distributed,
                 torch_threads=torch_threads,

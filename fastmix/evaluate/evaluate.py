@@ -39,7 +39,7 @@ from fastmix.files import atomic_write, remove_temporaries
 from fastmix.train.run_dir import EVAL_FILES, FEATURES_FILE, LOGITS_FILE, RESULTS_FILE
 from fastmix.train.run_dir import lock as run_lock
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_loaded", "evaluate_run", "write_results"]
 
 DETECTOR_CONVENTION = (
     "post-hoc detectors: float64 from the stored float16 penultimate features (fit on the "
@@ -363,6 +363,9 @@ def _write(run_dir: Path, results: dict[str, Any], inf: _Inferred, save_features
     atomic_write(run_dir / RESULTS_FILE, json.dumps(results, indent=1, allow_nan=False) + "\n")
 
 
+write_results = _write  # the public name (fastmix.evaluate.external writes through it too)
+
+
 def _evaluate_locked(
     run_dir: Path,
     data_dir: str | os.PathLike | None,
@@ -382,15 +385,42 @@ def _evaluate_locked(
     # the metrics and the feature bank run on the CPU whatever the model's device.
     set_torch_threads()
     model, cfg = load_run(run_dir, which)
+    results, inf, plan = evaluate_loaded(
+        model, cfg, run_dir.name, data_dir, sets_cache, seed, which, device, precision,
+        batch_size, progress,
+    )  # fmt: skip
+    results["seconds"] = round(time.perf_counter() - t_start, 3)
+    _write(run_dir, results, inf, plan.save_features)
+    return results
+
+
+def evaluate_loaded(
+    model: Any,
+    cfg: dict[str, Any],
+    name: str,
+    data_dir: str | os.PathLike | None,
+    sets_cache: dict[str, EvalSets] | None,
+    seed: int,
+    which: str,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    progress: bool,
+) -> tuple[dict[str, Any], _Inferred, _Plan]:
+    """Every section of results.json for ``model`` (eval mode; ``forward_features``,
+    ``forward_head`` and ``get_classifier`` for the feature detectors) under the run config
+    ``cfg``, the run named ``name``; nothing written. Also returns what ``_write`` needs."""
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
     sets = _load_sets(plan, data, sets_cache)
     bs = int(batch_size or cfg["eval"]["batch_size"])
-    desc = f"eval {run_dir.name}"
+    desc = f"eval {name}"
     inf = _infer(model, sets, plan, bs, device, precision, desc, progress)
     train = None
     if plan.needs_features and plan.train in sets:
         train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc, progress)
+    from fastmix.runtime import set_torch_threads
+
     set_torch_threads()  # the loaders above set it to their worker count
     det = run_detectors(
         plan.detectors,
@@ -410,7 +440,7 @@ def _evaluate_locked(
     )
     results = jsonable(
         _results(
-            run_dir,
+            Path(name),
             cfg,
             sets,
             plan,
@@ -423,9 +453,7 @@ def _evaluate_locked(
             bs=bs,
         )
     )
-    results["seconds"] = round(time.perf_counter() - t_start, 3)
-    _write(run_dir, results, inf, plan.save_features)
-    return results
+    return results, inf, plan
 
 
 def evaluate_run(

@@ -139,8 +139,9 @@ def run_detectors(
             "paper": mod.PAPER,
             "fit_on": f"penultimate features of {len(train.features)} seeded images of "
             f"{train_set} (seed {seed})"
-            + (" and the classifier head" if name in ("vim", "react") else ""),
+            + (" and the classifier head" if "head" in mod.uses else ""),
             "hyperparameters": mod.hyperparameters(fitted),
+            "uses": mod.kind,
             "seconds": round(time.perf_counter() - t0, 3),
         }
     return out

@@ -20,6 +20,7 @@ from fastmix.evaluate.sets import (
     mnist_c_origin,
     seen_in_training,
 )
+from fastmix.rng import derive_seed
 
 __all__ = [
     "accuracy",
@@ -44,10 +45,12 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def draw_subset(n: int, k: int, seed: int) -> np.ndarray:
     """Sorted indices of ``k`` of ``n`` items drawn without replacement
-    (``numpy.random.default_rng(seed)``); all of them when ``n <= k``."""
+    (``numpy.random.default_rng(derive_seed(seed, "eval_subset", n, k))``); all of them when
+    ``n <= k``."""
     if n <= k:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    rng = np.random.default_rng(derive_seed(seed, "eval_subset", n, k))
+    return np.sort(rng.choice(n, size=k, replace=False))
 
 
 def data_section(sets: EvalSets, names: list[str]) -> dict[str, Any]:
@@ -128,7 +131,8 @@ def ood_section(
 
     ``scores[set][score]``: anomaly scores of the samples of ``set`` (``id_set`` included).
     Per set: the set against the ID set, and the Outlier Exposure protocol (``eval.n_draws``
-    draws of ``eval.n_ood`` OOD samples against all ID samples, seeded by ``seed``), with
+    draws of ``eval.n_ood`` OOD samples against all ID samples, seeded by
+    ``derive_seed(seed, "eval_ood_draws", set)``), with
     whether the set's family was seen in training. ``subsets[set][score]``: the number of
     samples of ``set`` a score was computed on when that is a subset (ODIN); those entries get
     ``subsets {score: {n_id, n_ood}}``."""
@@ -141,10 +145,11 @@ def ood_section(
             continue
         seen, reason = seen_in_training(cfg, name, sets.manifest)
         full, draws = {}, {}
+        draws_seed = derive_seed(seed, "eval_ood_draws", name)
         for s, id_s in scores[id_set].items():
             o = scores[name][s]
             full[s] = ood_metrics(id_s, o)
-            draws[s] = ood_metrics_draws(id_s, o, n_ood=n_ood, n_draws=n_draws, seed=seed)
+            draws[s] = ood_metrics_draws(id_s, o, n_ood=n_ood, n_draws=n_draws, seed=draws_seed)
         count = len(sets[name][0])
         ood[name] = {
             "family": sets.entry(name).get("family"),

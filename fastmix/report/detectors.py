@@ -19,15 +19,28 @@ import numpy as np
 __all__ = ["MATCH_POINTS", "detector_section"]
 
 MATCH_POINTS = 0.5  # AUROC points within which a detector "matches" another number
-_KIND = {
-    "odin": "input gradients",
-    "mahalanobis": "features",
-    "knn": "features",
-    "vim": "features + head",
-    "react": "features + head",
-}
+
+
+def _kinds(runs: list[dict[str, Any]], scores: Sequence[str]) -> dict[str, str]:
+    """What each post-hoc detector among ``scores`` uses (``features + head``, ...): as the
+    runs' results.json recorded it, else from the detector registry; logit scores are left
+    out."""
+    from fastmix.evaluate.detectors import DETECTORS
+
+    out: dict[str, str] = {}
+    for s in scores:
+        recorded = [(r.get("detectors") or {}).get(s) or {} for r in runs]
+        uses = next((d["uses"] for d in recorded if d.get("uses")), None)
+        if uses is None and s in DETECTORS:
+            uses = DETECTORS[s].kind
+        elif uses is None and any(recorded):
+            uses = "features"
+        if uses is not None:
+            out[s] = uses
+    return out
+
+
 _PLAIN = "base"  # the variant without augmentation or Outlier Exposure
-_TRAINED = ("base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")
 
 
 def _mean_std(xs: Iterable[float | None]) -> tuple[float, float, int] | None:
@@ -81,10 +94,12 @@ def _reading(
     scores: list[str],
     sets: list[str],
     title: dict[str, str],
+    kinds: dict[str, str],
 ) -> list[str]:
     """Where the plain model's best post-hoc detector matches or beats the training-time
-    variants' MSP, and where it does not."""
-    posthoc = [s for s in scores if s in _KIND]
+    variants' MSP, and where it does not (``kinds``: the post-hoc detectors among
+    ``scores``)."""
+    posthoc = [s for s in scores if s in kinds]
     if _PLAIN not in groups or not posthoc or not sets:
         return []
     auroc = {
@@ -107,7 +122,7 @@ def _reading(
         f"({100 * b:.2f})"
         + (f", against {100 * base_msp[0]:.2f} for MSP on the same model." if base_msp else ".")
     )
-    for v in _TRAINED:
+    for v in [v for v in groups if v != _PLAIN]:
         other = auroc.get((v, "msp"))
         if v not in groups or other is None:
             continue
@@ -147,7 +162,8 @@ def detector_section(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
         dict.fromkeys(s for r in runs for e in (r.get("ood") or {}).values() for s in e["full"])
     )
     lines = ["### Post-hoc detectors against training-time methods (held-out OOD sets)", ""]
-    if not any(s in _KIND for s in scores):
+    kinds = _kinds(runs, scores)
+    if not kinds:
         return lines + ["No post-hoc detector was evaluated (`eval.scores`).", ""]
     sets, seen_by, partial = _held_out_common(runs)
     if not sets:
@@ -186,8 +202,8 @@ def detector_section(groups: dict[str, list[dict[str, Any]]]) -> list[str]:
             au = _mean_std(_run_mean(r, s, "auroc", sets) for r in rs)
             fpr = _mean_std(_run_mean(r, s, "fpr95", sets) for r in rs)
             cells.append("–" if au is None else f"{_pct(au)} / {_pct(fpr)}")
-        rows.append([f"`{s}`", _KIND.get(s, "logits"), *cells])
+        rows.append([f"`{s}`", kinds.get(s, "logits"), *cells])
     header = ["score", "uses", *[title[v] for v in groups]]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-    return lines + _reading(groups, scores, sets, title)
+    return lines + _reading(groups, scores, sets, title, kinds)

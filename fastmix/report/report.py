@@ -140,6 +140,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     run_of = {id(r): p for p, r in runs}
     models = split_by_model(results)
     main = next(iter(models.values()))
+    # a model evaluated with fastmix.evaluate_model stands beside the main model's variants
+    main = main + [r for r in results if r.get("source") == "external" and r not in main]
     groups = group_by_variant(main)
     lines = _header(groups, runs) + _model_note(models)
     lines += seed_report_section(groups) + robustness_section(groups)

@@ -4,7 +4,10 @@
 Every model takes float32 (B, 1, 28, 28) images in [0, 1] (``fastmix.data.inputs``) and does
 its own input normalisation, if any, as its first step.
 
-``model.name`` chooses one (``build_model``):
+``model.name`` chooses one from the registry :data:`MODELS` (``build_model``); a new model is a
+class or factory decorated with ``@register_model("name")`` (``fastmix.register_model``), called
+with the keyword arguments ``width`` and ``num_classes`` that its signature accepts. The
+built-in ones:
 
 * ``convnet`` (``model.width`` w, default 32): a BatchNorm CNN with a global-average-pool head::
 
@@ -32,15 +35,51 @@ in the same process; without one, the global generator is used as ``nn.Dropout``
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastmix.config import MODELS
+from fastmix.registry import Registry
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
-DEFAULT_WIDTH = {"convnet": 32, "convnet_flat": 16, "lenet": 16, "lenet_oe": 10}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: ``factory`` (a class or function returning an ``nn.Module``) and
+    the width it is meant to be used at (``None``: the factory takes no width)."""
+
+    factory: Callable[..., nn.Module]
+    default_width: int | None = None
+
+    def build(self, width: int | None = None, num_classes: int = 10) -> nn.Module:
+        """``factory(**kw)`` with those of ``width`` / ``num_classes`` its signature takes."""
+        try:
+            accepted = inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        kw: dict[str, int] = {}
+        if "width" in accepted:
+            kw["width"] = int(width if width is not None else self.default_width or 16)
+        if "num_classes" in accepted:
+            kw["num_classes"] = num_classes
+        model = self.factory(**kw)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model factory {self.factory!r} returned {type(model).__name__}")
+        return model
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def register_model(name: str, *, default_width: int | None = None) -> Callable:
+    """Decorator: register a class or factory as ``model.name = name``."""
+    return MODELS.decorator(name, lambda fn: ModelSpec(fn, default_width))
 
 
 class SeededDropout(nn.Module):
@@ -170,17 +209,30 @@ class LeNetOE(Classifier):
         return self.fc2
 
 
+@register_model("convnet", default_width=32)
+def _convnet(width: int = 32, num_classes: int = 10) -> nn.Module:
+    return ConvNet(width, num_classes)
+
+
+@register_model("convnet_flat", default_width=16)
+def _convnet_flat(width: int = 16, num_classes: int = 10) -> nn.Module:
+    return ConvNet(width, num_classes, flat_head=True)
+
+
+@register_model("lenet", default_width=16)
+def _lenet(width: int = 16, num_classes: int = 10) -> nn.Module:
+    return LeNet(width, num_classes)
+
+
+@register_model("lenet_oe", default_width=10)
+def _lenet_oe(num_classes: int = 10) -> nn.Module:
+    return LeNetOE(num_classes)
+
+
 def build_model(name: str = "convnet", width: int = 32, num_classes: int = 10) -> nn.Module:
-    """The model for a config's ``[model]`` section (``lenet_oe`` has a fixed width)."""
-    if name == "convnet":
-        return ConvNet(width, num_classes)
-    if name == "convnet_flat":
-        return ConvNet(width, num_classes, flat_head=True)
-    if name == "lenet":
-        return LeNet(width, num_classes)
-    if name == "lenet_oe":
-        return LeNetOE(num_classes)
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    """The model for a config's ``[model]`` section (a registry name; RegistryError listing
+    the valid ones for another)."""
+    return MODELS[name].build(width, num_classes)
 
 
 def count_params(model: nn.Module) -> int:

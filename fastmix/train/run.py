@@ -1,12 +1,14 @@
 """One training run: its model, optimiser, dropout generator, step and epoch bookkeeping.
 
 A ``Run`` owns everything that makes its weights: the model (built under ``torch.manual_seed(
-train.seed)``), SGD with Nesterov momentum, its learning-rate schedule (``fastmix.train.schedule``)
-and a ``torch.Generator`` for its dropout masks (seeded from the training seed). Nothing is shared
+derive_seed(train.seed, "init"))``), SGD with Nesterov momentum, its learning-rate schedule
+(``fastmix.train.schedule``) and a ``torch.Generator`` for its dropout masks (seeded with
+``derive_seed(train.seed, "dropout")``). Nothing is shared
 with the other runs of the process, so a run gives the same weights whether it trains alone or
 beside others, and after ``--resume`` (its checkpoint holds model, optimiser, generator state and
-step). The loss is cross-entropy, plus the Outlier Exposure term (``fastmix.train.oe``) on one
-forward pass over ``concat(in-distribution batch, outlier batch)`` when ``oe.enabled``.
+step). The loss is ``train.loss`` from the registry of ``fastmix.train.losses``: by default
+cross-entropy, plus the Outlier Exposure term (``fastmix.train.oe``) on one forward pass over
+``concat(in-distribution batch, outlier batch)`` when ``oe.enabled``.
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ from fastmix.augment.spec import Augmentation
 from fastmix.config import Config, config_hash
 from fastmix.data.inputs import to_model_input
 from fastmix.errors import ConfigError, TrainingError
+from fastmix.rng import derive_seed
 from fastmix.runtime import Runtime
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
 from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastmix.train.cuda_graph import GraphedStep, sgd_update
+from fastmix.train.losses import loss_for
 from fastmix.train.models import build_model, set_dropout_generator
-from fastmix.train.oe import oe_loss
 from fastmix.train.schedule import lr_at
-
-DROPOUT_SEED_OFFSET = 7_919
 
 
 def require_betons(cfg: Config) -> dict[str, Path]:
@@ -41,7 +42,7 @@ def require_betons(cfg: Config) -> dict[str, Path]:
     data = Path(cfg["data"]["dir"])
     entries = load_manifest(data)["betons"] if data.is_dir() else {}
     need = {"train": cfg["data"]["train"], "val": cfg["data"]["val"]}
-    if cfg["augment"]["kind"] == "pixmix":
+    if Augmentation.from_config(cfg["augment"]).spec.needs_bank:  # PixMix's mixing pictures
         need["mixing"] = cfg["data"]["mixing"]
     if cfg["oe"]["enabled"]:
         need["outlier"] = cfg["oe"]["source"]
@@ -143,17 +144,18 @@ class Run:
         tc = cfg["train"]
         self.augmentation = Augmentation.from_config(cfg["augment"])
         self.hash = config_hash(cfg)
+        self.loss_fn = loss_for(cfg)  # fastmix.train.losses
         self.spe = steps_per_epoch
         self.total = tc["epochs"] * steps_per_epoch
         if tc["max_steps"]:
             self.total = min(self.total, tc["max_steps"])
         self.epochs = math.ceil(self.total / steps_per_epoch)
-        torch.manual_seed(tc["seed"])
+        torch.manual_seed(derive_seed(tc["seed"], "init"))
         self.model = build_model(cfg["model"]["name"], cfg["model"]["width"]).to(rt.device)
         if rt.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         gen_device = rt.device if rt.device.type == "cuda" else "cpu"
-        self.generator = torch.Generator(gen_device).manual_seed(tc["seed"] + DROPOUT_SEED_OFFSET)
+        self.generator = torch.Generator(gen_device).manual_seed(derive_seed(tc["seed"], "dropout"))
         set_dropout_generator(self.model, self.generator)
         decay = [p for p in self.model.parameters() if p.ndim > 1]
         no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
@@ -209,7 +211,7 @@ class Run:
         if state.numel() == self.generator.get_state().numel():
             self.generator.set_state(state)
             return
-        self.generator.manual_seed(self.cfg["train"]["seed"] + DROPOUT_SEED_OFFSET + 1 + self.step)
+        self.generator.manual_seed(derive_seed(self.cfg["train"]["seed"], "dropout", self.step))
 
     def _require_finite(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -269,9 +271,7 @@ class Run:
             xin = torch.cat([xin, to_model_input(xo, rt.device, rt.channels_last)])
         with rt.autocast():
             logits = self.net(xin)
-        loss, ce, oe_term = oe_loss(
-            logits, y, n_in, self.cfg["oe"]["lambda"], self.cfg["train"]["label_smoothing"]
-        )
+        loss, ce, oe_term = self.loss_fn(logits, y, n_in, self.cfg)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -305,9 +305,7 @@ class Run:
             cache_enabled=False,
         ):
             logits = self.model(x)
-        loss, ce, oe_term = oe_loss(
-            logits, y, n_in, self.cfg["oe"]["lambda"], self.cfg["train"]["label_smoothing"]
-        )
+        loss, ce, oe_term = self.loss_fn(logits, y, n_in, self.cfg)
         loss.backward()
         sgd_update(self.opt, self.graphed.lr)
         correct = (logits[:n_in].detach().argmax(1) == y).sum()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from fastmix.config import SCHEDULES
+SCHEDULES = ("onecycle", "cosine")
 
 
 def lr_at(

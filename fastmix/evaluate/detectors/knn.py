@@ -21,6 +21,7 @@ from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
 
 __all__ = [
     "FORMULA",
+    "USES",
     "HYPERPARAMETERS",
     "K",
     "PAPER",
@@ -31,6 +32,7 @@ __all__ = [
     "score",
 ]
 
+USES = ("features",)  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = "Sun, Ming, Zhu & Li, Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022"
 K = 50
 FORMULA = (

@@ -24,6 +24,7 @@ from fastmix.evaluate.detectors.common import TrainingFeatures, as_features
 
 __all__ = [
     "FORMULA",
+    "USES",
     "HYPERPARAMETERS",
     "PAPER",
     "MahalanobisFit",
@@ -32,6 +33,7 @@ __all__ = [
     "score",
 ]
 
+USES = ("features",)  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = (
     "Lee, Lee, Lee & Shin, A Simple Unified Framework for Detecting Out-of-Distribution "
     "Samples and Adversarial Attacks, NeurIPS 2018"

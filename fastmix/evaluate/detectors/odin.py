@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fastmix.evaluate.detectors.registry import DETECTORS, Detector
 from fastmix.evaluate.scores import msp
 
 __all__ = [
@@ -129,3 +130,16 @@ def choose_epsilon(
     mean_s = {e: float(-score(z, temperature).mean()) for e, z in zs.items()}
     best = max(mean_s, key=lambda e: (mean_s[e], -e))
     return best, mean_s
+
+
+DETECTORS.register(
+    "odin",
+    Detector(
+        "odin",
+        PAPER,
+        FORMULA,
+        ("logits", "input gradients"),
+        f"{VAL_IMAGES} in-distribution validation images (the perturbation eps)",
+        score,
+    ),
+)

@@ -19,8 +19,9 @@ import numpy as np
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features, head_logits
 from fastmix.evaluate.scores import logsumexp
 
-__all__ = ["FORMULA", "PAPER", "PERCENTILE", "ReActFit", "fit", "hyperparameters", "score"]
+__all__ = ["FORMULA", "USES", "PAPER", "PERCENTILE", "ReActFit", "fit", "hyperparameters", "score"]
 
+USES = ("features", "head")  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = (
     "Sun, Guo & Li, ReAct: Out-of-distribution Detection With Rectified Activations, NeurIPS 2021"
 )

@@ -22,8 +22,9 @@ import numpy as np
 from fastmix.evaluate.detectors.common import TrainingFeatures, as_features, head_logits
 from fastmix.evaluate.scores import logsumexp
 
-__all__ = ["FORMULA", "PAPER", "ViMFit", "fit", "hyperparameters", "principal_dim", "score"]
+__all__ = ["FORMULA", "USES", "PAPER", "ViMFit", "fit", "hyperparameters", "principal_dim", "score"]
 
+USES = ("features", "head")  # what it reads (fastmix.evaluate.detectors.registry.USES)
 PAPER = "Wang, Li, Feng & Zhang, ViM: Out-Of-Distribution with Virtual-logit Matching, CVPR 2022"
 FORMULA = (
     "alpha ||P (f - u)|| - logsumexp(z): u = -W^+ b, P projects off the top-D "
