@@ -134,7 +134,7 @@ def _group(checked: list[_Checked], starts: dict[Path, int]):
 def build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_Stream], dict]:
     """Create the streams, then the runs (models, optimisers, resumed state) they feed."""
     from fastmix.augment.spec import Augmentation
-    from fastmix.converters.beton import read_beton
+    from fastmix.converters.beton import read_beton_arrays
     from fastmix.data.streams import OutlierKey, TrainStream
 
     starts = {c.run_dir: _start_step(c) for c in checked}
@@ -153,17 +153,17 @@ def build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_St
         streams.append(_Stream(runs, stream))
         for r in runs:
             if r.betons["val"] not in vals:
-                vals[r.betons["val"]] = read_beton(r.betons["val"])
+                vals[r.betons["val"]] = read_beton_arrays(r.betons["val"])
     return streams, vals
 
 
 def _bank(members: list[_Checked]):
-    from fastmix.converters.beton import read_beton
+    from fastmix.converters.beton import read_beton_arrays
 
     paths = {c.betons["mixing"] for c in members if "mixing" in c.betons}
     if len(paths) > 1:
         raise ConfigError(f"runs of one stream use different mixing sets: {sorted(paths)}")
-    return read_beton(paths.pop())[0] if paths else None
+    return read_beton_arrays(paths.pop())[0] if paths else None
 
 
 def _outlier_key(cfg: Config, betons: dict[str, Path], cls):
