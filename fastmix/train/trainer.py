@@ -93,10 +93,17 @@ def _check(req: RunRequest) -> _Checked:
     return _Checked(cfg, run_dir, req.resume, rt, require_betons(cfg))
 
 
-def resolve_workers(setting: int, n_runs: int, device: torch.device) -> int:
+MIN_STEPS_FOR_PROCESSES = 200  # auto: shorter runs train in the main process
+
+
+def resolve_workers(setting: int, n_runs: int, device: torch.device, max_steps: int = 0) -> int:
     """``train.workers``: 0 = auto = one worker process per usable core (at most one per run)
-    on a CPU, 1 on CUDA and under torchrun; otherwise the number, capped by the runs."""
+    on a CPU; 1 on CUDA, under torchrun, and for runs capped below ``MIN_STEPS_FOR_PROCESSES``
+    steps (``train.max_steps``: smoke tests), where starting the workers (a few seconds of
+    imports each) costs more than it saves; otherwise the number, capped by the runs."""
     if device.type == "cuda" or dist.world_size() > 1:
+        return 1
+    if setting == 0 and 0 < max_steps < MIN_STEPS_FOR_PROCESSES:
         return 1
     n = setting or len(usable_cores())
     return max(1, min(n, n_runs))
@@ -203,7 +210,13 @@ def train_runs(
     dist.init_from_env(device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # FFCV's streams and events live on the current GPU
-    n_workers = resolve_workers(checked[0].cfg["train"]["workers"], len(checked), device)
+    tc = checked[0].cfg["train"]
+    longest = (
+        0
+        if any(not c.cfg["train"]["max_steps"] for c in checked)
+        else max(c.cfg["train"]["max_steps"] for c in checked)
+    )
+    n_workers = resolve_workers(tc["workers"], len(checked), device, longest)
     with contextlib.ExitStack() as locks:
         for c in checked:
             if dist.is_main():
