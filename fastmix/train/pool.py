@@ -22,8 +22,9 @@ bf16 values are compared through their bit patterns: for a bf16 ``h`` (uint16 bi
 The outputs are input elements, so the pool equals ``F.max_pool2d`` exactly, forward and
 backward (non-overlapping windows: each input gets at most one gradient term).
 
-Used for bf16 channels_last maps of even height and width (the LeNets' training and inference
-under autocast); anything else goes to ``F.max_pool2d``.
+float32 values are compared as floats with the same rule. Used for bf16 and float32
+channels_last maps of even height and width on the CPU (the LeNets' training under autocast,
+their fp32 evaluation and ODIN's input gradients); anything else goes to ``F.max_pool2d``.
 """
 
 from __future__ import annotations
@@ -72,8 +73,27 @@ def _forward_bf16(x: np.ndarray, y: np.ndarray, arg: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _backward_bits(g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
-    """g (B, H/2, W/2, C) gradient bits, arg -> dx (B, H, W, C): g at arg, 0 elsewhere."""
+def _forward_f32(x: np.ndarray, y: np.ndarray, arg: np.ndarray) -> None:
+    """The float32 forward: x (B, H, W, C) -> y (B, H/2, W/2, C) and arg, same rule as bf16
+    (a later element wins only when strictly greater, or when it is the first NaN)."""
+    nb, h2, w2, nc = y.shape
+    for b in range(nb):
+        for i in range(h2):
+            for j in range(w2):
+                for c in range(nc):
+                    best, a = x[b, 2 * i, 2 * j, c], 0
+                    for k in range(1, 4):
+                        v = x[b, 2 * i + k // 2, 2 * j + k % 2, c]
+                        if (v > best or np.isnan(v)) and not np.isnan(best):
+                            best, a = v, k
+                    y[b, i, j, c] = best
+                    arg[b, i, j, c] = a
+
+
+@njit(cache=True, nogil=True)
+def _backward(g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
+    """g (B, H/2, W/2, C), arg -> dx (B, H, W, C): g at arg, 0 elsewhere (bf16 bits or
+    float32: the values are only copied)."""
     nb, h2, w2, nc = g.shape
     zero = dx.dtype.type(0)
     for b in range(nb):
@@ -87,9 +107,11 @@ def _backward_bits(g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
                     dx[b, 2 * i + 1, 2 * j + 1, c] = v if a == 3 else zero
 
 
-def _nhwc_bits(t: torch.Tensor) -> np.ndarray:
-    """A channels_last (B, C, H, W) bf16 tensor's memory as a (B, H, W, C) uint16 array."""
-    return t.detach().permute(0, 2, 3, 1).view(torch.uint16).numpy()
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    """A channels_last (B, C, H, W) tensor's memory as a (B, H, W, C) array: uint16 bits for
+    bf16 (numpy has no bf16), float32 as it is."""
+    t = t.detach().permute(0, 2, 3, 1)
+    return (t.view(torch.uint16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def _empty_like_cl(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -102,25 +124,26 @@ class _MaxPool2x2(torch.autograd.Function):
         nb, nc, h, w = x.shape
         y = _empty_like_cl((nb, nc, h // 2, w // 2), x)
         arg = np.empty((nb, h // 2, w // 2, nc), np.uint8)
-        _forward_bf16(_nhwc_bits(x), _nhwc_bits(y), arg)
-        ctx.arg, ctx.in_shape = arg, x.shape
+        kernel = _forward_bf16 if x.dtype == torch.bfloat16 else _forward_f32
+        kernel(_nhwc(x), _nhwc(y), arg)
+        ctx.arg, ctx.in_shape, ctx.dtype = arg, x.shape, x.dtype
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        g = g.contiguous(memory_format=torch.channels_last).to(torch.bfloat16)
+        g = g.to(ctx.dtype).contiguous(memory_format=torch.channels_last)
         dx = _empty_like_cl(tuple(ctx.in_shape), g)
-        _backward_bits(_nhwc_bits(g), ctx.arg, _nhwc_bits(dx))
+        _backward(_nhwc(g), ctx.arg, _nhwc(dx))
         ctx.arg = None
         return dx
 
 
 def fast_pool_applies(x: torch.Tensor) -> bool:
-    """Whether ``max_pool2x2`` takes its kernel path: a CPU bf16 (B, C, H, W) channels_last
-    tensor of even H and W."""
+    """Whether ``max_pool2x2`` takes its kernel path: a CPU bf16 or float32 (B, C, H, W)
+    channels_last tensor of even H and W."""
     return (
         x.device.type == "cpu"
-        and x.dtype == torch.bfloat16
+        and x.dtype in (torch.bfloat16, torch.float32)
         and x.dim() == 4
         and x.shape[2] % 2 == 0
         and x.shape[3] % 2 == 0
