@@ -3,8 +3,9 @@
 * ``run_train_bench``: what each model costs to train on this machine: images/s of the real
   training step (``fastmix.train.run.Run.train_step``) fed from device-resident batches (no
   loader, no augmentation: the model's own cost), for one run on every core and for six runs
-  stepped side by side on the trainer's workers (``fastmix.runtime.Workers``: one torch
-  thread each on a CPU), with parameters and FLOPs. For LeNet presets also six runs fused into
+  stepped side by side on threads (``fastmix.runtime.Workers``: one torch thread each on a
+  CPU; the trainer itself now steps them on worker processes, which ``run_e2e_bench``
+  measures), with parameters and FLOPs. For LeNet presets also six runs fused into
   one network (``fastmix.train.fused``: grouped convolutions, batched matmuls) on every core,
   the horizontal-fusion candidate. Model presets alternate round by round, so
   a drift of the machine's speed hits them all; figures are medians over rounds.

@@ -36,6 +36,8 @@ def test_bench_train_and_e2e_smoke(data_dir, tmp_path):
     for row in models.values():
         assert row["one_run_images_per_s"] > 0 and row["six_runs_images_per_s"] > 0
         assert len(row["rounds"]["one"]) == 1
+    pool = record["train"]["pool"]  # the max-pool kernel beside F.max_pool2d, both orders
+    assert pool["step_speedup"] > 0 and [len(v) for v in pool["rounds_ms"].values()] == [2, 2]
     code = main(
         [
             "bench",

@@ -6,7 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from fastmix.converters.beton import clean_stale_temporaries, read_beton, sha256_file, write_beton
+from fastmix.converters.beton import (
+    clean_stale_temporaries,
+    read_beton,
+    read_beton_arrays,
+    sha256_file,
+    write_beton,
+)
 
 from fastmix.errors import DataError
 
@@ -24,6 +30,11 @@ def test_round_trip_sequential_loader(tmp_path, shape):
     got_x, got_y = read_beton(tmp_path / "a.beton", batch_size=64)
     np.testing.assert_array_equal(got_x, images)
     np.testing.assert_array_equal(got_y, labels)
+    # the loader-free reader gives the same arrays as the FFCV Loader
+    direct_x, direct_y = read_beton_arrays(tmp_path / "a.beton")
+    assert direct_x.dtype == got_x.dtype and direct_y.dtype == got_y.dtype
+    np.testing.assert_array_equal(direct_x, got_x)
+    np.testing.assert_array_equal(direct_y, got_y)
 
 
 def test_rewrite_is_byte_identical(tmp_path):
@@ -87,3 +98,14 @@ def test_clean_stale_temporaries(tmp_path):
 def test_read_missing_beton(tmp_path):
     with pytest.raises(DataError, match="beton not found"):
         read_beton(tmp_path / "none.beton")
+
+
+def test_read_arrays_refuses_missing_and_truncated_betons(tmp_path):
+    with pytest.raises(DataError, match="beton not found"):
+        read_beton_arrays(tmp_path / "none.beton")
+    images, labels = _arrays(n=50)
+    write_beton(tmp_path / "a.beton", images, labels)
+    data = (tmp_path / "a.beton").read_bytes()
+    (tmp_path / "cut.beton").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cut.beton"):
+        read_beton_arrays(tmp_path / "cut.beton")

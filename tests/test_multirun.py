@@ -1,9 +1,10 @@
-"""Several runs in one process (``fastmix.train.trainer.train_runs``): each run's weights are
-what it gets trained alone, and an interrupted multi-run job resumes bit-identically.
+"""Several runs in one job (``fastmix.train.trainer.train_runs``), in one process or on worker
+processes (``fastmix.train.procs``): each run's weights are what it gets trained alone, an
+interrupted multi-run job resumes bit-identically, and a failing worker names its runs.
 
 Bit for bit needs the same float rounding, hence the same number of torch threads per step:
 the runs trained alone here are pinned to one core (one torch thread per step), as each run
-is when several train side by side on ``train.workers`` threads.
+is on a worker process (one torch thread each).
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import contextlib
 import csv
 import os
 import signal
+import threading
+import time
 
 import pytest
 import torch
 
 from fastmix.config import load_config
+from fastmix.errors import TrainingError
 from fastmix.runtime import usable_cores
 from fastmix.train.checkpoint import load_checkpoint
 from fastmix.train.preemption import Preempted
+from fastmix.train.procs import split_runs
 from fastmix.train.run import Run
 from fastmix.train.trainer import RunRequest, train, train_runs
 
@@ -78,8 +83,9 @@ def alone(data_dir, tmp_path_factory):
 
 @pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two cores for two workers")
 def test_runs_trained_together_equal_runs_trained_alone(alone, data_dir, tmp_path):
-    """Three variants from one stream on two worker threads: every run's weights, momentum,
-    dropout generator and step losses equal its solo run's, bit for bit."""
+    """Three variants from one stream on two worker processes (each with its own loader):
+    every run's weights, momentum, dropout generator and step losses equal its solo run's,
+    bit for bit."""
     cfgs = [_cfg(v, data_dir, "train.workers=2") for v in VARIANTS]
     results = train_runs(
         [RunRequest(c, tmp_path / v) for c, v in zip(cfgs, VARIANTS, strict=True)], progress=False
@@ -116,3 +122,67 @@ def test_a_multi_run_job_stopped_by_sigterm_resumes_bit_identically(
         train_runs([RunRequest(None, tmp_path / v, resume=True) for v in VARIANTS], progress=False)
     for v in VARIANTS:
         _assert_same(alone / v, tmp_path / v)
+
+
+needs_two_cores = pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two cores")
+
+
+@needs_two_cores
+def test_a_failing_worker_names_its_runs_and_the_others_stop_cleanly(data_dir, tmp_path):
+    """One run diverges on its worker process: the job raises its TrainingError naming the
+    worker's runs; the other worker's run is finished or checkpointed, no temporary left."""
+    reqs = [
+        RunRequest(_cfg("base", data_dir, "train.workers=2", "train.lr=1e30"), tmp_path / "base"),
+        RunRequest(_cfg("sp_oe", data_dir, "train.workers=2"), tmp_path / "sp_oe"),
+    ]
+    with pytest.raises(TrainingError, match=r"training worker \d \(runs base\): base: non-finite"):
+        train_runs(reqs, progress=False)
+    assert load_checkpoint(tmp_path / "sp_oe" / "checkpoints" / "last.pt")["step"] > 0
+    assert not [p for p in tmp_path.rglob("*.tmp-*")]
+
+
+@needs_two_cores
+def test_sigterm_stops_every_worker_with_checkpoints_and_resume_finishes(data_dir, tmp_path):
+    """SIGTERM to the job while two worker processes train: each run checkpoints at a step
+    boundary, the message names every run, and ``--resume`` trains them to the end."""
+    steps = 400
+    extra = ("train.workers=2", f"train.max_steps={steps}", "train.ckpt_every=0")
+    reqs = [RunRequest(_cfg(v, data_dir, *extra), tmp_path / v) for v in ("base", "sp_oe")]
+
+    def kill_when_training() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            logs = [tmp_path / v / "steps.csv" for v in ("base", "sp_oe")]
+            if all(p.is_file() and len(p.read_text().splitlines()) > 2 for p in logs):
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=kill_when_training)
+    killer.start()
+    with pytest.raises(Preempted) as stopped:
+        train_runs(reqs, progress=False)
+    killer.join()
+    assert stopped.value.exit_code == 143
+    for v in ("base", "sp_oe"):
+        assert f"  {v}: step " in str(stopped.value)
+        assert 0 < load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"] < steps
+    results = train_runs(
+        [RunRequest(None, tmp_path / v, resume=True) for v in ("base", "sp_oe")], progress=False
+    )
+    assert [r.steps for r in results] == [steps, steps]
+    assert all((tmp_path / v / "done.json").is_file() for v in ("base", "sp_oe"))
+
+
+def test_split_runs_keeps_views_together_and_balances():
+    """The six variants on two workers: two shares of three, costs within one step of each
+    other; every run in exactly one share; one share per run at most."""
+    cfgs = [load_config(v) for v in ("base", "base_oe", "sp", "sp_oe", "pixmix", "pixmix_oe")]
+    shares = split_runs(cfgs, 2)
+    assert sorted(i for s in shares for i in s) == list(range(6))
+    assert len(shares) == 2 and all(shares)
+    kinds = [{cfgs[i]["augment"]["kind"] for i in s} for s in shares]
+    assert not (kinds[0] & kinds[1] & {"pixmix"})  # the PixMix pair shares one loader
+    assert split_runs(cfgs[:1], 2) == [[0]]
+    many = split_runs(cfgs * 3, 2)
+    assert sorted(i for s in many for i in s) == list(range(18))

@@ -2,7 +2,7 @@
 
     fastmix bench loader   FFCV + Numba pipelines vs a torch DataLoader with per-sample PIL ops
     fastmix bench train    training images/s per model preset (one run, six side by side),
-                           eager vs compiled
+                           the LeNets' max-pool kernel vs F.max_pool2d, eager vs compiled
     fastmix bench e2e      all six variants the fastmix way vs the OE repository's way
     fastmix bench all      all three
 
@@ -117,6 +117,9 @@ def run_bench(args: argparse.Namespace) -> int:
         print("== train")
         models = tuple(m for m in args.models.split(",") if m)
         record["train"] = run_train_bench(models, steps=args.steps, rounds=args.rounds)
+        from fastmix.bench.bench_pool import bench_pool
+
+        record["train"]["pool"] = bench_pool(steps=args.steps, rounds=max(2, args.rounds))
         if not args.no_compile:
             c = record["train"]["compile"] = bench_compile()
             c["latency"] = compile_latency()

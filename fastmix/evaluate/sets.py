@@ -131,7 +131,7 @@ def load_eval_sets(
     :class:`EvalSets` of the same folder) is filled in place and returned; sets already in it
     are not read again.
     """
-    from fastmix.converters.beton import read_beton
+    from fastmix.converters.beton import read_beton_arrays
     from fastmix.converters.build import MANIFEST, manifest_beton_path
 
     data_dir = Path(data_dir)
@@ -157,7 +157,7 @@ def load_eval_sets(
             sets.unavailable[name] = why
             continue
         verify_sha256(path, name, entry, data_dir)
-        images, labels = read_beton(path)
+        images, labels = read_beton_arrays(path)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{path}: expected 28x28 images, got shape {images.shape[1:]}")
         sets[name] = (images, labels)

@@ -21,7 +21,8 @@ built-in ones:
 * ``lenet`` (w, default 16): conv5x5(1, w) -> maxpool2 -> GELU -> conv5x5(w, 2w) -> maxpool2 ->
   GELU -> flatten (32 w) -> linear(32 w, 128) -> GELU -> dropout 0.25 -> linear(128, 10); no
   normalisation, no BatchNorm. Pooling before the activation keeps GELU at a quarter of the
-  positions (the two commute for a monotone activation; GELU is nearly one).
+  positions (the two commute for a monotone activation; GELU is nearly one). The LeNets' 2x2
+  max-pools are ``fastmix.train.pool.max_pool2x2`` (equal to ``F.max_pool2d``).
 * ``lenet_oe``: the MNIST network of Outlier Exposure (Hendrycks, Mazeika & Dietterich, ICLR
   2019; hendrycks/outlier-exposure ``MNIST/models/convnet.py``), exactly: conv5x5(1, 10) ->
   maxpool2 -> gelu; conv5x5(10, 20) -> Dropout2d(0.5) -> maxpool2 -> gelu; fc 320 -> 50 -> gelu;
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastmix.registry import Registry
+from fastmix.train.pool import max_pool2x2
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
@@ -180,8 +182,8 @@ class LeNet(Classifier):
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(F.max_pool2d(self.conv1(x), 2))
-        x = F.gelu(F.max_pool2d(self.conv2(x), 2))
+        x = F.gelu(max_pool2x2(self.conv1(x)))
+        x = F.gelu(max_pool2x2(self.conv2(x)))
         return self.drop(F.gelu(self.fc1(x.flatten(1))))
 
     def get_classifier(self) -> nn.Linear:
@@ -201,8 +203,8 @@ class LeNetOE(Classifier):
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = sigmoid_gelu(F.max_pool2d(self.conv1(x), 2))
-        x = sigmoid_gelu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = sigmoid_gelu(max_pool2x2(self.conv1(x)))
+        x = sigmoid_gelu(max_pool2x2(self.conv2_drop(self.conv2(x))))
         return sigmoid_gelu(self.fc1(x.flatten(1)))
 
     def get_classifier(self) -> nn.Linear:

@@ -12,10 +12,11 @@ The loop, top to bottom:
    batch size and seed, at the same step, read one loader that yields the views they need
    (clean, salt-and-pepper, PixMix) and the outlier batches of the Outlier Exposure runs.
 3. Every tick, each stream yields its next batch and every unfinished run of the stream takes
-   one optimisation step on its view (``Run.train_step``). On a CPU the runs' steps go to
-   ``train.workers`` threads, each running its steps on its share of the cores (one torch
-   thread per worker by default): a small CNN's step does not spread over two cores nearly as
-   well as two steps side by side do. On CUDA the steps run one after another.
+   one optimisation step on its view (``Run.train_step``). On a CPU with more than one core the
+   runs are split among worker processes, one per core (``train.workers``), each stepping its
+   share with its own loaders and one torch thread (``fastmix.train.procs``): a small CNN's
+   step does not spread over two cores nearly as well as two steps side by side do, and Python
+   threads side by side are held back by the GIL. On CUDA the steps run one after another.
 4. A run at the end of an epoch validates, appends its metrics row and writes best.pt and
    last.pt; a run that trained all its steps writes ``done.json`` last.
 5. SIGTERM / SIGINT (``fastmix.train.preemption``): after the steps in flight, every unfinished
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +41,7 @@ from tqdm import tqdm
 
 from fastmix.config import Config
 from fastmix.errors import ConfigError
-from fastmix.runtime import Runtime, Workers, resolve_runtime, set_torch_threads, usable_cores
+from fastmix.runtime import Runtime, resolve_runtime, set_torch_threads, usable_cores
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
 from fastmix.train.preemption import Preempted, stop_on_signals
@@ -93,10 +95,17 @@ def _check(req: RunRequest) -> _Checked:
     return _Checked(cfg, run_dir, req.resume, rt, require_betons(cfg))
 
 
-def resolve_workers(setting: int, n_runs: int, device: torch.device) -> int:
-    """``train.workers``: 0 = auto = one per usable core (at most one per run) on a CPU, 1 on
-    CUDA; otherwise the number, capped by the runs."""
-    if device.type == "cuda":
+MIN_STEPS_FOR_PROCESSES = 200  # auto: shorter runs train in the main process
+
+
+def resolve_workers(setting: int, n_runs: int, device: torch.device, max_steps: int = 0) -> int:
+    """``train.workers``: 0 = auto = one worker process per usable core (at most one per run)
+    on a CPU; 1 on CUDA, under torchrun, and for runs capped below ``MIN_STEPS_FOR_PROCESSES``
+    steps (``train.max_steps``: smoke tests), where starting the workers (a few seconds of
+    imports each) costs more than it saves; otherwise the number, capped by the runs."""
+    if device.type == "cuda" or dist.world_size() > 1:
+        return 1
+    if setting == 0 and 0 < max_steps < MIN_STEPS_FOR_PROCESSES:
         return 1
     n = setting or len(usable_cores())
     return max(1, min(n, n_runs))
@@ -131,10 +140,10 @@ def _group(checked: list[_Checked], starts: dict[Path, int]):
     return groups
 
 
-def _build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_Stream], dict]:
+def build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_Stream], dict]:
     """Create the streams, then the runs (models, optimisers, resumed state) they feed."""
     from fastmix.augment.spec import Augmentation
-    from fastmix.converters.beton import read_beton
+    from fastmix.converters.beton import read_beton_arrays
     from fastmix.data.streams import OutlierKey, TrainStream
 
     starts = {c.run_dir: _start_step(c) for c in checked}
@@ -153,17 +162,17 @@ def _build_streams(checked: list[_Checked], torch_threads: int) -> tuple[list[_S
         streams.append(_Stream(runs, stream))
         for r in runs:
             if r.betons["val"] not in vals:
-                vals[r.betons["val"]] = read_beton(r.betons["val"])
+                vals[r.betons["val"]] = read_beton_arrays(r.betons["val"])
     return streams, vals
 
 
 def _bank(members: list[_Checked]):
-    from fastmix.converters.beton import read_beton
+    from fastmix.converters.beton import read_beton_arrays
 
     paths = {c.betons["mixing"] for c in members if "mixing" in c.betons}
     if len(paths) > 1:
         raise ConfigError(f"runs of one stream use different mixing sets: {sorted(paths)}")
-    return read_beton(paths.pop())[0] if paths else None
+    return read_beton_arrays(paths.pop())[0] if paths else None
 
 
 def _outlier_key(cfg: Config, betons: dict[str, Path], cls):
@@ -203,21 +212,79 @@ def train_runs(
     dist.init_from_env(device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # FFCV's streams and events live on the current GPU
-    n_workers = resolve_workers(checked[0].cfg["train"]["workers"], len(checked), device)
-    threads = max(1, len(usable_cores()) // n_workers) if device.type == "cpu" else 1
+    tc = checked[0].cfg["train"]
+    longest = (
+        0
+        if any(not c.cfg["train"]["max_steps"] for c in checked)
+        else max(c.cfg["train"]["max_steps"] for c in checked)
+    )
+    n_workers = resolve_workers(tc["workers"], len(checked), device, longest)
     with contextlib.ExitStack() as locks:
         for c in checked:
             if dist.is_main():
                 locks.enter_context(rd.lock(c.run_dir))
             _prepare(c)
-        streams, vals = _build_streams(checked, threads if n_workers > 1 else 0)
-        set_torch_threads(threads if n_workers > 1 else None)
-        _loop(streams, vals, n_workers, threads, progress, log)
+        bar = _bar(len(checked), progress and dist.is_main())
+        try:
+            if n_workers > 1:
+                from fastmix.train.procs import run_on_processes
+
+                return run_on_processes(checked, n_workers, bar, log)
+            streams, vals = build_streams(checked, 0)
+            set_torch_threads()
+            loop(streams, vals, _BarOutput(bar))
+        finally:
+            bar.close()
     runs = {r.run_dir: r for s in streams for r in s.runs}
-    return [_result(runs[c.run_dir]) for c in checked]
+    return [result(runs[c.run_dir]) for c in checked]
 
 
-def _result(r: Run) -> TrainResult:
+def _bar(n_runs: int, enabled: bool) -> tqdm:
+    """The job's one progress bar; its total grows as the streams say how many steps they
+    have (``add_total``)."""
+    return tqdm(
+        total=0,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
+        disable=not enabled,
+    )
+
+
+def add_total(bar: tqdm, steps: int) -> None:
+    bar.total = (bar.total or 0) + steps
+    bar.refresh()
+
+
+class _BarOutput:
+    """Where an in-process loop reports: the job's progress bar."""
+
+    orphaned = False
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar, self.images, self.t0 = bar, 0, time.perf_counter()
+
+    def total(self, steps: int) -> None:
+        add_total(self.bar, steps)
+
+    def update(self, steps: int, images: int) -> None:
+        self.images += images
+        self.bar.update(steps)
+        rate = self.images / (time.perf_counter() - self.t0)
+        self.bar.set_postfix_str(f"{rate:,.0f} img/s", refresh=False)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def stopped(self, message: str) -> None:
+        self.bar.write(message, file=sys.stderr)
+
+    def flush(self) -> None:
+        pass
+
+
+def result(r: Run) -> TrainResult:
     return TrainResult(
         r.run_dir,
         r.cfg["variant"]["name"],
@@ -230,28 +297,17 @@ def _result(r: Run) -> TrainResult:
     )
 
 
-def _loop(
-    streams: list[_Stream], vals: dict, n_workers: int, threads: int, progress: bool, log
-) -> None:
-    """Tick until every run is done (module docstring, steps 3-5)."""
-    total = sum(r.total - r.step for s in streams for r in s.runs)
-    n_runs = sum(len(s.runs) for s in streams)
-    bar = tqdm(
-        total=total,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=0.5,
-        desc=f"train {n_runs} run{'s' if n_runs > 1 else ''}",
-        disable=not (progress and dist.is_main()),
-    )
-    workers = Workers(n_workers, threads)
-    t0, images = time.perf_counter(), 0
+def loop(streams: list[_Stream], vals: dict, out, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+    """Tick until every run is done (module docstring, steps 3-5), reporting to ``out``
+    (``total(steps)``, ``update(steps, images)``, ``write(line)``, ``stopped(message)``,
+    ``flush()``; ``orphaned`` stops the loop as a SIGTERM would)."""
+    out.total(sum(r.total - r.step for s in streams for r in s.runs))
     try:
-        with stop_on_signals() as stop:
+        with stop_on_signals(signals) as stop:
             for r in (r for s in streams for r in s.runs if r.done):
                 _finish(r)  # resumed after its last step: nothing to train
             while any(s.active for s in streams):
-                work = []
+                steps = images = 0
                 for s in streams:
                     active = s.active
                     if not active:
@@ -259,23 +315,19 @@ def _loop(
                     views, y, outliers = next(s.batches)
                     for r in active:
                         xo = outliers.get(_okey(r)) if r.cfg["oe"]["enabled"] else None
-                        work.append((r, views[s.views[id(r)]], y, xo))
-                for line in workers.map(_step, [(*w, vals) for w in work]):
-                    if line:
-                        bar.write(line)
-                for r, *_ in work:
-                    if r.done:
-                        _finish(r)
-                images += sum(len(w[2]) for w in work)
-                bar.update(len(work))
-                bar.set_postfix_str(
-                    f"{images / (time.perf_counter() - t0):,.0f} img/s", refresh=False
-                )
+                        line = _step(r, views[s.views[id(r)]], y, xo, vals)
+                        if line:
+                            out.write(line)
+                        if r.done:
+                            _finish(r)
+                        steps, images = steps + 1, images + len(y)
+                out.update(steps, images)
+                if out.orphaned and not stop:
+                    stop.signum = signal.SIGTERM
                 if stop:
-                    _preempt(streams, stop, bar)
+                    _preempt(streams, stop, out)
     finally:
-        bar.close()
-        workers.close()
+        out.flush()
         for s in streams:
             s.batches.close()
 
@@ -304,7 +356,7 @@ def _finish(r: Run) -> None:
     dist.barrier()
 
 
-def _preempt(streams: list[_Stream], stop, bar) -> None:
+def _preempt(streams: list[_Stream], stop, out) -> None:
     """Checkpoint every unfinished run at this step boundary, say where, and raise."""
     lines = []
     for s in streams:
@@ -324,7 +376,7 @@ def _preempt(streams: list[_Stream], stop, bar) -> None:
         + "\n".join(lines)
         + "\nresume with `fastmix train --resume RUN` for each run, or `fastmix run`"
     )
-    bar.write(msg, file=sys.stderr)
+    out.stopped(msg)
     raise Preempted(stop.signum, msg)
 
 
