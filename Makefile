@@ -14,13 +14,15 @@ RAW_FLAG    := $(if $(RAW_DIR),--raw $(RAW_DIR),)
 DATA_DIR    ?= data
 RUNS_DIR    ?= runs
 GPU_OUT     ?= bench/out/gpu
+GPU_BUNDLE  ?= gpu_bundle
+GPU_PYTHON  ?= 3.12
 PYTEST_ARGS ?=
 
 STAMP_APT   := $(VENV)/.stamp-apt
 STAMP_TORCH := $(VENV)/.stamp-torch
 STAMP_DEPS  := $(VENV)/.stamp-deps
 
-.PHONY: install run test lint convert bench gpu-check clean-data help
+.PHONY: install run test lint convert bench gpu-check gpu-bundle clean-data help
 
 help:
 	@echo "make run    - install, convert the data, train + evaluate all six models, write the report"
@@ -29,6 +31,8 @@ help:
 	@echo "make bench  - fastmix bench all"
 	@echo "make gpu-check - on a CUDA machine: CUDA tests, six models trained + evaluated (timed),"
 	@echo "                 bench train -> $(GPU_OUT)/gpu_check.{json,md} (exits 2 without a GPU)"
+	@echo "make gpu-bundle - $(GPU_BUNDLE)/: wheels (ffcv for Python $(GPU_PYTHON), fastmix), raw data,"
+	@echo "                 tests and run.sh, to run the GPU check on an offline GPU machine"
 
 $(PY):
 	$(PYTHON_BASE) -m venv $(VENV)
@@ -76,6 +80,10 @@ bench: install
 
 gpu-check: install
 	$(PY) -m fastmix.bench.gpu_check $(RAW_FLAG) --data $(DATA_DIR) --out $(GPU_OUT)
+
+gpu-bundle: install
+	$(PY) -m fastmix.bench.gpu_bundle --out $(GPU_BUNDLE) --python $(GPU_PYTHON) \
+		$(if $(RAW_DIR),--raw $(RAW_DIR),)
 
 clean-data:
 	rm -rf $(DATA_DIR)

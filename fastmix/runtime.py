@@ -2,9 +2,10 @@
 
 ``auto`` means: bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX-bf16 or
 AVX512-BF16, which oneDNN's convolutions use); fp32 elsewhere. channels_last memory on CUDA and
-on every CPU (oneDNN's convolutions prefer it). ``torch.compile`` on CUDA only: on a CPU the
-compiled step of these small CNNs is no faster than the eager one (``fastmix bench train``
-measures both), its first step pays the compilation, and it rounds differently from eager.
+on every CPU (oneDNN's convolutions prefer it). CUDA graphs on CUDA (``fastmix.train.cuda_graph``:
+a step's ~400 kernel launches become one replay). ``torch.compile`` on CUDA when graphs are off:
+on a CPU the compiled step of these small CNNs is no faster than the eager one (``fastmix bench
+train`` measures both), its first step pays the compilation, and it rounds differently from eager.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Runtime:
     dtype: torch.dtype | None  # autocast dtype, None = fp32
     channels_last: bool
     compile: bool
+    cuda_graphs: bool = False
 
     @property
     def autocast_enabled(self) -> bool:
@@ -68,6 +70,7 @@ def resolve_runtime(
     precision: str = "auto",
     channels_last: str = "auto",
     compile: str = "auto",
+    cuda_graphs: str = "auto",
 ) -> Runtime:
     """Turn the config's auto/on/off choices into concrete settings for this machine.
 
@@ -82,8 +85,13 @@ def resolve_runtime(
     fast = dev.type == "cuda" or bool(cpu_bf16_flags())
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and fast) else None
     cl = channels_last != "off"
-    comp = compile == "on" or (compile == "auto" and dev.type == "cuda")
-    return Runtime(dev, dtype, cl, comp)
+    if cuda_graphs == "on" and dev.type != "cuda":
+        raise ConfigError(f"train.cuda_graphs = on needs a CUDA device; the device is {dev}")
+    # DDP's gradient all-reduce is not captured: graphs are for one-process training.
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    graphs = dev.type == "cuda" and cuda_graphs != "off" and single
+    comp = compile == "on" or (compile == "auto" and dev.type == "cuda" and not graphs)
+    return Runtime(dev, dtype, cl, comp, graphs)
 
 
 def usable_cores() -> list[int]:

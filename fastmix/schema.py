@@ -170,6 +170,7 @@ class TrainSection(_Section):
     precision: str = setting(choices=("auto", "fp32", "bf16"))
     channels_last: str = setting(choices=("auto", "on", "off"))
     compile: str = setting(choices=("auto", "on", "off"))
+    cuda_graphs: str = setting(choices=("auto", "on", "off"))
     workers: int = setting(0)
     log_every: int = setting(1)
     ckpt_every: int = setting(0)

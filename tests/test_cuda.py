@@ -4,7 +4,11 @@
 without it they use the betons converted from ../shared/data (``data_dir``).
 
 * All six variants train in one ``train_runs`` job on ``cuda`` with what ``auto`` resolves to
-  there: bf16 autocast, channels_last and ``torch.compile``.
+  there: bf16 autocast, channels_last and CUDA graphs; one run with graphs off and
+  ``torch.compile`` on.
+* A graphed step gives the eager step's weights and momentum (fp32, dropout off), and each
+  replay draws new dropout masks from the run's generator.
+* A run started on the CPU resumes on CUDA (their dropout generators differ in kind).
 * Evaluation in fp32 on CUDA gives the CPU's logits to float rounding (TF32 off).
 * A job stopped by SIGTERM on CUDA resumes to the same number of steps with finite weights
   (cuDNN may choose non-deterministic kernels, so not bit-identical as on a CPU).
@@ -24,7 +28,7 @@ import pytest
 import torch
 
 from fastmix.config import VARIANTS, load_config
-from fastmix.runtime import resolve_runtime
+from fastmix.runtime import default_torch_threads, resolve_runtime
 from fastmix.train.checkpoint import load_checkpoint
 from fastmix.train.preemption import Preempted
 from fastmix.train.run import Run
@@ -86,13 +90,14 @@ def six(betons, tmp_path_factory) -> tuple[Path, list, list]:
     return root, results, seen
 
 
-def test_six_variants_train_on_cuda_with_bf16_and_compile(six):
+def test_six_variants_train_on_cuda_with_bf16_and_graphs(six):
     root, results, seen = six
     assert [r.steps for r in results] == [STEPS] * len(VARIANTS)
     assert sorted(name for name, _, _ in seen) == sorted(VARIANTS * STEPS)
     for _, device, rt in seen:
         assert device.type == "cuda"
-        assert rt.dtype == torch.bfloat16 and rt.channels_last and rt.compile
+        assert rt.dtype == torch.bfloat16 and rt.channels_last and rt.cuda_graphs
+        assert not rt.compile
     for v in VARIANTS:
         ckpt = load_checkpoint(root / v / "checkpoints" / "last.pt")
         assert ckpt["step"] == STEPS and _finite(ckpt), v
@@ -111,6 +116,7 @@ def test_fp32_evaluation_on_cuda_gives_the_cpu_logits(six, betons, tmp_path):
             root / "base_oe", tmp_path / device, ignore=shutil.ignore_patterns(".lock")
         )
         res = evaluate_run(run, betons, device=device, precision="fp32", progress=False)
+        assert torch.get_num_threads() == default_torch_threads()  # KNN etc. on every core
         assert res["inference"]["device"] == device and res["inference"]["precision"] == "fp32"
         with np.load(run / "logits.npz") as z:
             got[device] = (res, {k: z[k] for k in z.files if k.startswith("logits/")})
@@ -157,3 +163,94 @@ def test_device_cuda_0_trains_on_gpu_0(betons, tmp_path, monkeypatch):
     assert result.steps == STEPS
     assert {device for _, device, _ in seen} == {torch.device("cuda", 0)}
     assert "cuda:0" in (tmp_path / "b" / "config.toml").read_text()
+
+
+def test_a_run_with_graphs_off_trains_eagerly(betons, tmp_path):
+    cfg = _cfg("base", betons, cuda_graphs="off", compile="off")
+    assert resolve_runtime("cuda", "auto", "auto", "auto", "off").compile  # auto: compiled
+    (result,) = train_runs([RunRequest(cfg, tmp_path / "b")], progress=False)
+    assert result.steps == STEPS
+    assert _finite(load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))
+
+
+def _twin_runs(betons: Path, tmp_path: Path, variant: str, dropout: bool):
+    """The same run built twice (same seed: same initial weights), graphed and eager, fp32."""
+    runs = []
+    for graphs in ("on", "off"):
+        cfg = _cfg(
+            variant, betons, precision="fp32", compile="off", cuda_graphs=graphs, log_every=10**9
+        )
+        rt = resolve_runtime("cuda", "fp32", "auto", "off", graphs)
+        run = Run(cfg, tmp_path / graphs, rt, {}, 10**6, resume=False)
+        if not dropout:
+            for m in run.model.modules():
+                if hasattr(m, "generator") and hasattr(m, "p"):
+                    m.p = 0.0
+        runs.append(run)
+    return runs
+
+
+def _batches(n: int, with_outliers: bool):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(n):
+        x = torch.rand(128, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (128,), generator=g)
+        xo = torch.rand(128, 1, 28, 28, generator=g) if with_outliers else None
+        yield x, y, xo
+
+
+def test_graphed_steps_give_the_eager_steps_weights(betons, tmp_path):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    graphed, eager = _twin_runs(betons, tmp_path, "base_oe", dropout=False)
+    assert graphed.graphed is not None and eager.graphed is None
+    for x, y, xo in _batches(10, with_outliers=True):
+        graphed.train_step(x, y, xo)
+        eager.train_step(x, y, xo)
+    torch.cuda.synchronize()
+    for (name, a), b in zip(
+        graphed.model.state_dict().items(), eager.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    for p, q in zip(graphed.model.parameters(), eager.model.parameters(), strict=True):
+        buf_a = graphed.opt.state[p]["momentum_buffer"]
+        buf_b = eager.opt.state[q]["momentum_buffer"]
+        torch.testing.assert_close(buf_a, buf_b, rtol=1e-4, atol=1e-5)
+    assert graphed.step == eager.step == 10
+    sums, _ = graphed.graphed.drain()
+    assert abs(sums[0] / 10 - eager.sums[0] / 10) < 1e-3  # the epoch's mean loss, both ways
+
+
+def test_each_replay_draws_new_dropout_masks(betons, tmp_path):
+    graphed, _ = _twin_runs(betons, tmp_path, "base", dropout=True)
+    states = []
+    for x, y, xo in _batches(4, with_outliers=False):
+        graphed.train_step(x, y, xo)
+        torch.cuda.synchronize()
+        states.append(bytes(graphed.generator.get_state().tolist()))
+    assert len(set(states)) == 4  # the Philox offset moved at every replay
+
+
+def test_a_run_started_on_cpu_resumes_on_cuda(betons, tmp_path):
+    """As with ``train.device = "auto"`` on a CPU machine, then on a GPU machine: the same
+    config hash, a CPU generator state in the checkpoint, resumed on CUDA to the last step."""
+    from fastmix.config import config_hash
+    from fastmix.train.checkpoint import save_checkpoint
+    from fastmix.train.run_dir import read_run_config
+
+    run = tmp_path / "base"
+    train_runs([RunRequest(_cfg("base", betons, device="cpu", max_steps=6), run)], progress=False)
+    path = run / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 6 and ckpt["dropout_rng"].numel() > 16  # a CPU generator's state
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(
+        text.replace('device = "cpu"', 'device = "cuda"').replace("max_steps = 6", "max_steps = 12")
+    )
+    (run / "done.json").unlink()
+    save_checkpoint(path, {**ckpt, "config_hash": config_hash(read_run_config(run))})
+    (result,) = train_runs([RunRequest(None, run, resume=True)], progress=False)
+    assert result.steps == STEPS
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == STEPS and _finite(ckpt)
+    assert ckpt["dropout_rng"].numel() == 16  # a CUDA generator's state: seed and offset

@@ -177,3 +177,19 @@ def test_a_failing_or_overrunning_step_is_recorded_not_fatal(tmp_path):
     check.finish(step, proc, cmd, tmp_path / "b.log")
     assert step.status == "failed" and step.note.startswith("stopped after")
     assert "started" in step.output_tail
+
+
+def test_the_default_budget_is_what_the_steps_run_may_take(tmp_path):
+    """No ``--budget``: the sum of the caps of the steps that run, so no step is cut by a
+    default; a benchmark that fails or is cut leaves the check's verdict alone."""
+    from fastmix.bench.gpu_check import STEP_CAPS
+
+    check = Check(build_parser().parse_args(["--out", str(tmp_path), "--skip", "bench"]), {})
+    assert check.args.budget == sum(STEP_CAPS.values()) - STEP_CAPS["bench"]
+    check = Check(build_parser().parse_args(["--out", str(tmp_path), "--skip", "train"]), {})
+    assert check.args.budget == sum(STEP_CAPS.values()) - STEP_CAPS["train"] - STEP_CAPS["eval"]
+    check.args.argv = []
+    check.steps = [Step("train", "t", status="ok"), Step("bench", "b", status="failed")]
+    assert check.record()["ok"]
+    check.steps[0].status = "failed"
+    assert not check.record()["ok"]

@@ -381,8 +381,9 @@ def _evaluate_locked(
     from fastmix.train.checkpoint import load_run
 
     t_start = time.perf_counter()
-    if device == "cpu":
-        set_torch_threads()  # every usable core (importing ffcv set this thread to 1)
+    # Every usable core, on CUDA too (importing ffcv set this thread to 1): the detectors' KNN,
+    # the metrics and the feature bank run on the CPU whatever the model's device.
+    set_torch_threads()
     model, cfg = load_run(run_dir, which)
     results, inf, plan = evaluate_loaded(
         model, cfg, run_dir.name, data_dir, sets_cache, seed, which, device, precision,
@@ -409,6 +410,8 @@ def evaluate_loaded(
     """Every section of results.json for ``model`` (eval mode; ``forward_features``,
     ``forward_head`` and ``get_classifier`` for the feature detectors) under the run config
     ``cfg``, the run named ``name``; nothing written. Also returns what ``_write`` needs."""
+    from fastmix.runtime import set_torch_threads
+
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
     sets = _load_sets(plan, data, sets_cache)
@@ -418,6 +421,7 @@ def evaluate_loaded(
     train = None
     if plan.needs_features and plan.train in sets:
         train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc, progress)
+    set_torch_threads()  # the loaders above set it to their worker count
     det = run_detectors(
         plan.detectors,
         model,

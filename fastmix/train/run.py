@@ -29,6 +29,7 @@ from fastmix.runtime import Runtime
 from fastmix.train import distributed as dist
 from fastmix.train import run_dir as rd
 from fastmix.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fastmix.train.cuda_graph import GraphedStep, sgd_update
 from fastmix.train.losses import loss_for
 from fastmix.train.models import build_model, set_dropout_generator
 from fastmix.train.schedule import lr_at
@@ -177,6 +178,13 @@ class Run:
         self.net = dist.wrap(self.model, rt.device)
         if rt.compile:
             self.net = torch.compile(self.net)
+        self.graphed = (
+            GraphedStep(
+                self.model, self.opt, self.generator, self._graph_body, rt.device, rt.channels_last
+            )
+            if rt.cuda_graphs
+            else None
+        )
         self.seconds, self.images = 0.0, 0
         self._new_epoch()
 
@@ -187,13 +195,23 @@ class Run:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
-            if "dropout_rng" in ckpt:
-                self.generator.set_state(ckpt["dropout_rng"].to(torch.uint8).cpu())
             self.step, self.best = int(ckpt["step"]), float(ckpt["best_val_acc"])
+            if "dropout_rng" in ckpt:
+                self._set_dropout_state(ckpt["dropout_rng"].to(torch.uint8).cpu())
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             raise CheckpointError(
                 f"{path}: damaged checkpoint ({type(e).__name__}: {str(e)[:300]})"
             ) from None
+
+    def _set_dropout_state(self, state: torch.Tensor) -> None:
+        """The checkpoint's dropout generator state; a state of the other device kind (a run
+        started on CPU and resumed on CUDA, or back: their generators differ in size) re-seeds
+        the generator from ``derive_seed(seed, "dropout", step)`` instead, so the resume works,
+        with masks from there on that an uninterrupted run on one device would not draw."""
+        if state.numel() == self.generator.get_state().numel():
+            self.generator.set_state(state)
+            return
+        self.generator.manual_seed(derive_seed(self.cfg["train"]["seed"], "dropout", self.step))
 
     def _require_finite(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -240,6 +258,9 @@ class Run:
         ``xo`` (or None); records the loss terms for the epoch's row."""
         rt, lr = self.rt, self.lr
         self.last_lr = lr
+        n_out = 0 if xo is None else xo.shape[0]
+        if self.graphed is not None and self.graphed.fits(x.shape[0], x.shape[0] + n_out):
+            return self._graphed_train_step(x, y, xo, lr)
         for g in self.opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
@@ -272,6 +293,45 @@ class Run:
         self.epoch_seconds += time.perf_counter() - t0
         if self.step % self.cfg["train"]["log_every"] == 0 and dist.is_main():
             rd.append_step(self.run_dir, self.step, lr, loss_f, ce_f, oe_f)
+
+    def _graph_body(self, x: torch.Tensor, y: torch.Tensor, n_in: int) -> torch.Tensor:
+        """The step ``GraphedStep`` captures: forward (autocast without its cast cache), loss,
+        backward, ``sgd_update``; returns the float32 (4,) loss terms."""
+        rt = self.rt
+        with torch.autocast(
+            rt.device.type,
+            dtype=rt.dtype or torch.bfloat16,
+            enabled=rt.autocast_enabled,
+            cache_enabled=False,
+        ):
+            logits = self.model(x)
+        loss, ce, oe_term = self.loss_fn(logits, y, n_in, self.cfg)
+        loss.backward()
+        sgd_update(self.opt, self.graphed.lr)
+        correct = (logits[:n_in].detach().argmax(1) == y).sum()
+        return torch.stack([loss.detach(), ce.detach(), oe_term.detach(), correct.float()]).float()
+
+    def _graphed_train_step(self, x, y, xo, lr: float) -> None:
+        """``train_step`` as one graph replay; the loss terms stay on the GPU and are read (one
+        synchronisation) only where a log row or the epoch's end needs them."""
+        t0 = time.perf_counter()
+        self.graphed.step(x, y, xo, lr)
+        self.step += 1
+        self.seen += x.shape[0]
+        self.nb += 1
+        log_row = self.step % self.cfg["train"]["log_every"] == 0
+        if log_row or self.at_epoch_end or self.wants_mid_epoch_checkpoint:
+            sums, (loss_f, ce_f, oe_f, _) = self.graphed.drain()
+            if not all(map(math.isfinite, sums)):
+                raise TrainingError(
+                    f"{self.name}: non-finite loss by step {self.step} (epoch "
+                    f"{(self.step - 1) // self.spe + 1}); stopped; the last good checkpoint "
+                    f"({rd.checkpoint_path(self.run_dir)}) is kept"
+                )
+            self.sums += sums
+            if log_row and dist.is_main():
+                rd.append_step(self.run_dir, self.step, lr, loss_f, ce_f, oe_f)
+        self.epoch_seconds += time.perf_counter() - t0
 
     # ---- epoch and run boundaries
 

@@ -87,7 +87,9 @@ def _check(req: RunRequest) -> _Checked:
         cfg = rd.read_run_config(run_dir)
     assert cfg is not None
     tc = cfg["train"]
-    rt = resolve_runtime(tc["device"], tc["precision"], tc["channels_last"], tc["compile"])
+    rt = resolve_runtime(
+        tc["device"], tc["precision"], tc["channels_last"], tc["compile"], tc["cuda_graphs"]
+    )
     return _Checked(cfg, run_dir, req.resume, rt, require_betons(cfg))
 
 
