@@ -47,11 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_SH = r"""#!/usr/bin/env bash
 # Run the fastmix GPU check on an offline machine from this bundle (built by `make gpu-bundle`).
 #   bash gpu_bundle/run.sh [BUDGET_S] [--device cpu] [other gpu_check options]
+# (no BUDGET_S: the check's default, the sum of its steps' caps)
 # Environment: PYTHON (default python3), OUT (record folder; default ./gpu_check_out),
-# FASTMIX_SITE (install target; default a fresh temporary folder), FASTMIX_WORK (work folder).
+# FASTMIX_SITE (install target; default a fresh temporary folder), FASTMIX_WORK (work folder),
+# FASTMIX_DATA (betons folder; default converted into the work folder from the bundle's raw/).
 set -euo pipefail
 B="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-BUDGET="${1:-600}"; shift || true
+BUDGET=(); case "${1:-}" in ''|*[!0-9.]*) ;; *) BUDGET=(--budget "$1"); shift ;; esac
 PY="${PYTHON:-python3}"
 case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 OUT="$(mkdir -p "${OUT:-gpu_check_out}" && cd "${OUT:-gpu_check_out}" && pwd)"
@@ -89,8 +91,9 @@ print("ffcv from", ffcv.__file__)
 print("fastmix from", fastmix.__file__)
 EOF
 } 2>&1 | tee "$OUT/machine.txt"
-exec "$PY" -m fastmix.bench.gpu_check --raw "$B/raw" --data "$WORK/data" --out "$OUT" \
-  --budget "$BUDGET" "$@"
+RAW=(); [ -d "$B/raw" ] && RAW=(--raw "$B/raw")
+exec "$PY" -m fastmix.bench.gpu_check "${RAW[@]}" --data "${FASTMIX_DATA:-$WORK/data}" \
+  --out "$OUT" "${BUDGET[@]}" "$@"
 """
 
 

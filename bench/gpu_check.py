@@ -738,7 +738,7 @@ def markdown(rec: dict[str, Any]) -> str:
         total = train["seconds"] + ev["seconds"]
         tests = steps.get("tests")
         warm = (
-            " (the CUDA tests ran first: torch.compile's on-disk cache was warm)"
+            " (the CUDA tests ran first: Numba's and torch's on-disk caches were warm)"
             if tests and tests["status"] != "skipped"
             else ""
         )

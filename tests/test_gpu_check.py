@@ -1,5 +1,12 @@
 """``make gpu-check`` (``fastmix.bench.gpu_check``) on a machine without a GPU, and every step
-of it rehearsed on the CPU, so the first GPU run does not fail on the script itself.
+of it rehearsed on the CPU through the offline bundle (``make gpu-bundle``), so the first GPU run
+does not fail on the script or the install.
+
+* The bundle, built for this interpreter without raw data, installs with ``pip --no-index`` into
+  a fresh folder (no index, no find-links, no pip config: the network-less path) and its
+  ``run.sh`` runs the rehearsal from a work folder, importing ffcv and fastmix from that folder.
+* The bundle's ffcv wheel built for Python 3.12 (the GPU image's Python; pyenv's here) installs
+  offline under 3.12 and its C extension loads there with the libraries auditwheel copied in.
 
 * Without CUDA, ``make gpu-check`` stops within seconds, exit status 2, with a message that
   says no CUDA device was found, and writes nothing.
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -72,29 +80,51 @@ def test_make_gpu_check_without_cuda_stops_at_once_naming_it(tmp_path):
     assert not out.exists() and not (tmp_path / "data").exists()
 
 
+def offline_env(**extra: str) -> dict[str, str]:
+    """This process's environment with pip cut off from every index (the GPU box's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**env, "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, **extra}
+
+
 @pytest.fixture(scope="module")
-def rehearsal(data_dir, tmp_path_factory) -> tuple[Path, str, dict, str]:
-    """``gpu_check --device cpu`` on some of the suite's betons: (out, output, record,
-    markdown)."""
+def bundle(tmp_path_factory) -> Path:
+    """``make gpu-bundle`` for this interpreter, without the raw data."""
+    out = tmp_path_factory.mktemp("bundle") / "gpu_bundle"
+    r = subprocess.run(
+        [sys.executable, "-m", "fastmix.bench.gpu_bundle", "--out", str(out), "--python",
+         sys.executable],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def rehearsal(bundle, data_dir, tmp_path_factory) -> tuple[Path, str, dict, str]:
+    """The bundle's ``run.sh --device cpu`` on some of the suite's betons: (out, output,
+    record, markdown)."""
     root = tmp_path_factory.mktemp("gpu-rehearsal")
     data, out = link_betons(data_dir, root / "data", SETS), root / "out"
+    env = offline_env(
+        PYTHON=sys.executable,
+        OUT=str(out),
+        FASTMIX_SITE=str(root / "site"),
+        FASTMIX_WORK=str(root / "work"),
+        FASTMIX_DATA=str(data),
+    )
     r = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "fastmix.bench.gpu_check",
+            "bash",
+            str(bundle / "run.sh"),
             "--device",
             "cpu",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
             "--skip",
             "bench",
             *(["--skip", "tests"] if torch.cuda.is_available() else []),  # gpu-check runs them
             *TINY,
         ],
-        cwd=REPO,
+        cwd=root,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -106,6 +136,50 @@ def rehearsal(data_dir, tmp_path_factory) -> tuple[Path, str, dict, str]:
         json.loads((out / "gpu_check.json").read_text()),
         (out / "gpu_check.md").read_text(),
     )
+
+
+@pytest.mark.slow
+def test_the_bundle_installs_offline_and_imports_from_its_folder(bundle, rehearsal):
+    out, output, _, _ = rehearsal
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["total_mib"] < 60 and not manifest["raw"]
+    wheels = sorted(p.name.split("-")[0] for p in (bundle / "wheels").glob("*.whl"))
+    assert wheels == ["assertpy", "fastmix", "ffcv", "terminaltables"]
+    facts = (out / "machine.txt").read_text()
+    site = (out.parent / "site").resolve()
+    assert f"ffcv from {site}/ffcv/__init__.py" in facts
+    assert f"fastmix from {site}/fastmix/__init__.py" in facts
+    assert "threading layer" in facts and "installed into" in output
+
+
+@pytest.mark.slow
+def test_the_ffcv_wheel_for_python_312_loads_under_312(tmp_path):
+    from fastmix.bench.gpu_bundle import build_ffcv, find_python
+
+    try:
+        py312 = find_python("3.12")
+    except SystemExit as e:
+        pytest.skip(str(e))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = build_ffcv(py312, wheels, tmp_path)
+    assert "cp312-cp312-manylinux" in wheel.name
+    site = tmp_path / "site"
+    subprocess.run(
+        [py312, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        env=offline_env(), check=True, timeout=300,
+    )  # fmt: skip
+    (ext,) = (site / "ffcv").glob("_libffcv.cpython-312-*.so")
+    code = (
+        "import importlib.util, sys; "
+        "spec = importlib.util.spec_from_file_location('ffcv._libffcv', sys.argv[1]); "
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec)); print('loaded')"
+    )
+    r = subprocess.run(
+        [py312, "-c", code, str(ext)], capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", "")},
+    )  # fmt: skip
+    assert r.stdout.strip() == "loaded", r.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -158,7 +232,7 @@ def test_a_gpu_record_renders_the_gpu_lines(rehearsal):
     assert "(CUDA 13.0, cuDNN 91000)" in md
     total = steps["train"]["seconds"] + steps["eval"]["seconds"]
     assert f"Six models trained and evaluated: **{total:.1f} s**" in md
-    assert "torch.compile's on-disk cache was warm" in md or "tests" not in steps
+    assert "Numba's and torch's on-disk caches were warm" in md or "tests" not in steps
     assert "epoch 2 (99.35%): 21.5 s from launch, 9.2 s of training steps" in md
 
 
