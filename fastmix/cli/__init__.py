@@ -1,11 +1,15 @@
 """The ``fastmix`` command: the only place that wires the stages together.
 
 fastmix convert   raw sources -> .beton files + manifest.json
-fastmix train     train one variant or all six
-fastmix eval      evaluate trained runs (accuracy, MNIST-C, OOD, calibration)
+fastmix train     train one variant, all six, or a recipe (--variant my_method.toml)
+fastmix eval      evaluate trained runs (accuracy, MNIST-C, OOD, calibration), or any
+                  model: --model MODULE:FACTORY --checkpoint FILE --data DIR --out DIR
 fastmix report    tables and plots from evaluated runs
 fastmix bench     throughput, side by side with the baselines
 fastmix run       all of it
+
+--plugin MODULE (or a .py file) loads user code that registers models, augmentations,
+losses, detectors or variants; so do the entry points of the group fastmix.plugins.
 """
 
 from __future__ import annotations

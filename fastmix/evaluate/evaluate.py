@@ -411,6 +411,8 @@ def evaluate_loaded(
     """Every section of results.json for ``model`` (eval mode; ``forward_features``,
     ``forward_head`` and ``get_classifier`` for the feature detectors) under the run config
     ``cfg``, the run named ``name``; nothing written. Also returns what ``_write`` needs."""
+    from fastmix.runtime import set_torch_threads
+
     plan = _plan(cfg)
     data = Path(data_dir if data_dir is not None else cfg["data"]["dir"])
     sets = _load_sets(plan, data, sets_cache)
@@ -420,8 +422,6 @@ def evaluate_loaded(
     train = None
     if plan.needs_features and plan.train in sets:
         train = _train_features(model, sets, plan, inf, seed, bs, device, precision, desc, progress)
-    from fastmix.runtime import set_torch_threads
-
     set_torch_threads()  # the loaders above set it to their worker count
     det = run_detectors(
         plan.detectors,

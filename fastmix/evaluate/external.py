@@ -147,8 +147,7 @@ def evaluate_model(
     cfg = _eval_config(data, config, name, model)
     device, precision = resolve_inference(device, precision)
     t0 = time.perf_counter()
-    if device == "cpu":
-        set_torch_threads()
+    set_torch_threads()  # every usable core (importing ffcv set this thread to 1)
     wrapped = FeatureModel(model.eval())
     if wrapped.source is None:  # no features to take: the feature detectors cannot run
         cfg["eval"]["features"] = False

@@ -206,8 +206,8 @@ class Run:
     def _set_dropout_state(self, state: torch.Tensor) -> None:
         """The checkpoint's dropout generator state; a state of the other device kind (a run
         started on CPU and resumed on CUDA, or back: their generators differ in size) re-seeds
-        the generator from (seed, step) instead, so the resume works, with masks from there on
-        that an uninterrupted run on one device would not draw."""
+        the generator from ``derive_seed(seed, "dropout", step)`` instead, so the resume works,
+        with masks from there on that an uninterrupted run on one device would not draw."""
         if state.numel() == self.generator.get_state().numel():
             self.generator.set_state(state)
             return
