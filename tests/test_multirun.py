@@ -142,10 +142,11 @@ def test_a_failing_worker_names_its_runs_and_the_others_stop_cleanly(data_dir, t
 
 
 @needs_two_cores
-def test_sigterm_stops_every_worker_with_checkpoints_and_resume_finishes(data_dir, tmp_path):
+def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
     """SIGTERM to the job while two worker processes train: each run checkpoints at a step
-    boundary, the message names every run, and ``--resume`` trains them to the end."""
-    steps = 400
+    boundary, the message names every run and its step, exit code 143 (resuming is the
+    one-process path's, tested above)."""
+    steps = 300
     extra = ("train.workers=2", f"train.max_steps={steps}", "train.ckpt_every=0")
     reqs = [RunRequest(_cfg(v, data_dir, *extra), tmp_path / v) for v in ("base", "sp_oe")]
 
@@ -155,7 +156,7 @@ def test_sigterm_stops_every_worker_with_checkpoints_and_resume_finishes(data_di
             logs = [tmp_path / v / "steps.csv" for v in ("base", "sp_oe")]
             if all(p.is_file() and len(p.read_text().splitlines()) > 2 for p in logs):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
 
     killer = threading.Thread(target=kill_when_training)
@@ -165,13 +166,9 @@ def test_sigterm_stops_every_worker_with_checkpoints_and_resume_finishes(data_di
     killer.join()
     assert stopped.value.exit_code == 143
     for v in ("base", "sp_oe"):
-        assert f"  {v}: step " in str(stopped.value)
-        assert 0 < load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"] < steps
-    results = train_runs(
-        [RunRequest(None, tmp_path / v, resume=True) for v in ("base", "sp_oe")], progress=False
-    )
-    assert [r.steps for r in results] == [steps, steps]
-    assert all((tmp_path / v / "done.json").is_file() for v in ("base", "sp_oe"))
+        step = load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"]
+        assert 0 < step < steps and f"  {v}: step {step}/{steps}" in str(stopped.value)
+        assert f"stopped by SIGTERM at step {step}" in (tmp_path / v / "train.log").read_text()
 
 
 def test_split_runs_keeps_views_together_and_balances():
