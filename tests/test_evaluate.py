@@ -639,3 +639,28 @@ def test_parallel_set_inference_gives_the_logits_of_one_pass_on_all_cores(study,
     for name, (z, _) in saved.items():
         ref = predict_logits(model, sets[name][0], 1000, "cpu", "fp32")
         np.testing.assert_array_equal(z, ref, err_msg=name)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_runs_evaluated_on_worker_processes_equal_one_process(evaluated, study, tmp_path):
+    """Two runs evaluated by ``evaluate_runs`` on two worker processes (one core each): the
+    same fp32 logits, bit for bit, and the same results as the one-process evaluation."""
+    import shutil
+
+    from fastmix.evaluate.many import evaluate_runs
+    from fastmix.evaluate.results import load_logits
+
+    copies = []
+    for name in evaluated:
+        copies.append(tmp_path / name)
+        shutil.copytree(study["runs"][name], copies[-1])
+        for f in ("results.json", "logits.npz", "features.npz"):
+            (copies[-1] / f).unlink()
+    got = evaluate_runs(copies, study["data"], seed=0, progress=False, log=lambda _: None)
+    for (name, ref), res, copy in zip(evaluated.items(), got, copies, strict=True):
+        a, b = load_logits(study["runs"][name]), load_logits(copy)
+        assert a.keys() == b.keys()
+        for s in a:
+            assert np.array_equal(a[s][0], b[s][0]) and np.array_equal(a[s][1], b[s][1]), s
+        assert res["summary"] == ref["summary"]
+        assert res["ood"] == ref["ood"]

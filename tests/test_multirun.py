@@ -141,37 +141,64 @@ def test_a_failing_worker_names_its_runs_and_the_others_stop_cleanly(data_dir, t
     assert not [p for p in tmp_path.rglob("*.tmp-*")]
 
 
-@needs_two_cores
-def test_sigterm_stops_every_worker_with_checkpoints_and_resume_finishes(data_dir, tmp_path):
-    """SIGTERM to the job while two worker processes train: each run checkpoints at a step
-    boundary, the message names every run, and ``--resume`` trains them to the end."""
-    steps = 400
-    extra = ("train.workers=2", f"train.max_steps={steps}", "train.ckpt_every=0")
-    reqs = [RunRequest(_cfg(v, data_dir, *extra), tmp_path / v) for v in ("base", "sp_oe")]
+def _when_training(run_dirs, action) -> threading.Thread:
+    """A thread that calls ``action()`` once every run of ``run_dirs`` has logged 2 steps."""
 
-    def kill_when_training() -> None:
+    def wait() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            logs = [tmp_path / v / "steps.csv" for v in ("base", "sp_oe")]
+            logs = [d / "steps.csv" for d in run_dirs]
             if all(p.is_file() and len(p.read_text().splitlines()) > 2 for p in logs):
                 break
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.02)
+        action()
 
-    killer = threading.Thread(target=kill_when_training)
-    killer.start()
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread
+
+
+WORKER_STEPS = 300
+WORKER_SETTINGS = ("train.workers=2", f"train.max_steps={WORKER_STEPS}", "train.ckpt_every=0")
+
+
+@needs_two_cores
+def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
+    """SIGTERM to the job while two worker processes train: each run checkpoints at a step
+    boundary, the message names every run and its step, exit code 143 (resuming is the
+    one-process path's, tested above)."""
+    runs = [tmp_path / v for v in ("base", "sp_oe")]
+    reqs = [RunRequest(_cfg(d.name, data_dir, *WORKER_SETTINGS), d) for d in runs]
+    killer = _when_training(runs, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(Preempted) as stopped:
         train_runs(reqs, progress=False)
     killer.join()
     assert stopped.value.exit_code == 143
-    for v in ("base", "sp_oe"):
-        assert f"  {v}: step " in str(stopped.value)
-        assert 0 < load_checkpoint(tmp_path / v / "checkpoints" / "last.pt")["step"] < steps
-    results = train_runs(
-        [RunRequest(None, tmp_path / v, resume=True) for v in ("base", "sp_oe")], progress=False
-    )
-    assert [r.steps for r in results] == [steps, steps]
-    assert all((tmp_path / v / "done.json").is_file() for v in ("base", "sp_oe"))
+    for d in runs:
+        step = load_checkpoint(d / "checkpoints" / "last.pt")["step"]
+        assert 0 < step < WORKER_STEPS
+        assert f"  {d.name}: step {step}/{WORKER_STEPS}" in str(stopped.value)
+        assert f"stopped by SIGTERM at step {step}" in (d / "train.log").read_text()
+
+
+@needs_two_cores
+def test_a_killed_worker_is_named_with_its_runs(data_dir, tmp_path):
+    """SIGKILL to one worker process: the job raises TrainingError naming that worker's run
+    and how it died; the other worker's run stops with a checkpoint."""
+    import multiprocessing
+
+    runs = [tmp_path / v for v in ("base", "sp_oe")]
+    reqs = [RunRequest(_cfg(d.name, data_dir, *WORKER_SETTINGS), d) for d in runs]
+
+    def kill_worker_1() -> None:
+        (worker,) = [p for p in multiprocessing.active_children() if p.name == "fastmix-train-1"]
+        os.kill(worker.pid, signal.SIGKILL)
+
+    killer = _when_training(runs, kill_worker_1)
+    with pytest.raises(TrainingError, match=r"worker 1 \(runs sp_oe\): .*died \(signal SIGKILL\)"):
+        train_runs(reqs, progress=False)
+    killer.join()
+    assert 0 < load_checkpoint(runs[0] / "checkpoints" / "last.pt")["step"] < WORKER_STEPS
 
 
 def test_split_runs_keeps_views_together_and_balances():

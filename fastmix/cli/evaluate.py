@@ -94,25 +94,18 @@ def _pct(x: Any) -> str:
 
 
 def _evaluate(paths: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]:
-    from fastmix.evaluate.evaluate import evaluate_run
+    from fastmix.evaluate.many import evaluate_runs
 
-    cache: dict = {}
-    out = []
-    for p in paths:
-        print(f"evaluating {p} ({args.which}) ...", file=sys.stderr, flush=True)
-        out.append(
-            evaluate_run(
-                p,
-                args.data,
-                cache,
-                args.seed,
-                which=args.which,
-                device=args.device,
-                precision=args.precision,
-                progress=not args.no_progress,
-            )
-        )
-    return out
+    return evaluate_runs(
+        paths,
+        args.data,
+        args.seed,
+        which=args.which,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
 
 
 def print_table(results: list[dict[str, Any]]) -> None:

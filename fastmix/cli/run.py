@@ -50,7 +50,7 @@ def run_all(args: argparse.Namespace) -> int:
     from fastmix.converters.build import convert, summary_lines
     from fastmix.converters.catalog import CatalogOptions, build_catalog
     from fastmix.converters.sources import SourceResolver
-    from fastmix.evaluate.evaluate import evaluate_run
+    from fastmix.evaluate.many import evaluate_runs
     from fastmix.registry import load_plugins
     from fastmix.report.report import write_report
     from fastmix.train.preemption import Preempted
@@ -102,12 +102,13 @@ def run_all(args: argparse.Namespace) -> int:
         train_runs(todo, progress=progress)
 
         print("== evaluate", flush=True)
-        cache: dict = {}
+        todo_eval = []
         for run_dir in runs:
             if (run_dir / "results.json").is_file():
                 print(f"{run_dir}: already evaluated")
-                continue
-            evaluate_run(run_dir, data_dir=args.data, sets_cache=cache, progress=progress)
+            else:
+                todo_eval.append(run_dir)
+        evaluate_runs(todo_eval, data_dir=args.data, progress=progress)
 
         print("== report", flush=True)
         report = write_report(runs, out / "report")

@@ -95,6 +95,10 @@ def _worker_main(index: int, checked: list, parent_pid: int, reports) -> None:
     from fastmix.train.preemption import Preempted
 
     try:
+        from fastmix.registry import load_plugins
+
+        for c in checked:  # the parent's plugins: this process starts with the built-ins only
+            load_plugins(c.cfg.get("variant", {}).get("plugins", []))
         set_torch_threads(1)
         streams, vals = trainer.build_streams(checked, 1)
         set_torch_threads(1)
@@ -175,16 +179,19 @@ def run_on_processes(checked: list, n: int, bar, log: Callable[[str], None]) -> 
     with stop_on_signals() as stop:
         for p in procs:
             p.start()
-        stopping = False
+        stopping, checked_at = False, time.perf_counter()
         try:
             while len(results) + len(preempted) + len(errors) < len(procs):
                 if (stop or errors) and not stopping:
                     stopping = True
                     _stop_all(procs)
+                if time.perf_counter() - checked_at > 1.0:
+                    _check_alive(procs, results, preempted, errors, drained=False)
+                    checked_at = time.perf_counter()
                 try:
                     msg = reports.get(timeout=0.5)
                 except queue_mod.Empty:
-                    _check_alive(procs, results, preempted, errors, names)
+                    _check_alive(procs, results, preempted, errors, drained=True)
                     continue
                 kind = msg[0]
                 if kind == "total":
@@ -226,13 +233,16 @@ def _stop_all(procs) -> None:
             os.kill(p.pid, signal.SIGTERM)
 
 
-def _check_alive(procs, results, preempted, errors, names) -> None:
+def _check_alive(procs, results, preempted, errors, drained: bool) -> None:
     """A worker that exited without its final report died (killed, out of memory, a crash in
-    native code): record it as that worker's error."""
+    native code): record it as that worker's error. A worker that exits by itself has sent its
+    report first, so a clean exit counts only once the reports are ``drained``."""
     for i, p in enumerate(procs):
-        if i in results or i in preempted or i in errors or p.exitcode is None:
-            continue
         code = p.exitcode
+        if i in results or i in preempted or i in errors or code is None:
+            continue
+        if code == 0 and not drained:
+            continue
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         errors[i] = f"the worker process died ({how})"
 
