@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from fastmix.errors import ConfigError, DataError, TrainingError
 
 REPORT_EVERY_S = 0.25  # how often a worker sends its step count to the parent
+STOP_GRACE_S = 120.0  # a worker still running this long after SIGTERM is killed
+SILENCE_S = 900.0  # no report from any worker this long: the live ones are stuck; stop them
 STEP_COST = {False: 1.0, True: 2.0}  # a run's step, without / with Outlier Exposure
 VIEW_COST = {"none": 0.0, "salt_pepper": 0.3, "pixmix": 1.5}  # a share's loader, per view
 OUTLIER_COST = 0.3  # a share's outlier loader
@@ -180,19 +182,25 @@ def run_on_processes(checked: list, n: int, bar, log: Callable[[str], None]) -> 
         for p in procs:
             p.start()
         stopping, checked_at = False, time.perf_counter()
+        heard_at = checked_at
         try:
             while len(results) + len(preempted) + len(errors) < len(procs):
                 if (stop or errors) and not stopping:
-                    stopping = True
+                    stopping, stopped_at = True, time.perf_counter()
                     _stop_all(procs)
                 if time.perf_counter() - checked_at > 1.0:
                     _check_alive(procs, results, preempted, errors, drained=False)
                     checked_at = time.perf_counter()
+                    if stopping and checked_at - stopped_at > STOP_GRACE_S:
+                        _kill_unresponsive(procs, results, preempted, errors)
                 try:
                     msg = reports.get(timeout=0.5)
                 except queue_mod.Empty:
                     _check_alive(procs, results, preempted, errors, drained=True)
+                    if time.perf_counter() - heard_at > SILENCE_S and not stopping:
+                        _silent(procs, results, preempted, errors)
                     continue
+                heard_at = time.perf_counter()
                 kind = msg[0]
                 if kind == "total":
                     add_total(bar, msg[1])
@@ -231,6 +239,25 @@ def _stop_all(procs) -> None:
     for p in procs:
         if p.is_alive() and p.pid is not None:
             os.kill(p.pid, signal.SIGTERM)
+
+
+def _silent(procs, results, preempted, errors) -> None:
+    """No worker has reported for ``SILENCE_S`` (a training worker reports its steps every
+    ``REPORT_EVERY_S``): each live one is stuck; recorded as its error, which stops the job
+    (SIGTERM, then ``_kill_unresponsive``)."""
+    for i, p in enumerate(procs):
+        if i not in results and i not in preempted and i not in errors and p.is_alive():
+            errors[i] = f"the worker process sent nothing for {SILENCE_S:.0f} s (stuck)"
+
+
+def _kill_unresponsive(procs, results, preempted, errors) -> None:
+    """A worker still running ``STOP_GRACE_S`` after SIGTERM (stuck where its signal handler
+    cannot run) is killed and recorded as that worker's error, so the job ends."""
+    for i, p in enumerate(procs):
+        if i in results or i in preempted or i in errors or not p.is_alive():
+            continue
+        p.kill()
+        errors[i] = f"the worker process did not stop within {STOP_GRACE_S:.0f} s of SIGTERM"
 
 
 def _check_alive(procs, results, preempted, errors, drained: bool) -> None:
