@@ -10,7 +10,7 @@
   the horizontal-fusion candidate. Model presets alternate round by round, so
   a drift of the machine's speed hits them all; figures are medians over rounds.
 * ``run_e2e_bench``: the whole job a user runs. fastmix trains the requested variants at
-  default settings with ``train_runs`` (one process, one pass over the data); then the
+  default settings with ``train_runs`` (one job, one pass over the data per worker); then the
   reference way trains them as the Outlier Exposure repository's MNIST scripts do
   (hendrycks/outlier-exposure ``MNIST/baseline.py`` / ``oe_scratch.py``: its ConvNet, the
   ``oe_paper`` preset's recipe, a torch DataLoader with per-sample Pillow PixMix or

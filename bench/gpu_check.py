@@ -9,7 +9,7 @@ Steps, in this order (the most telling first, so a short budget cuts the least t
 2. **Data**: the betons every variant trains on are in ``--data``; if not, ``fastmix convert
    --offline`` builds them (from ``--raw``), timed.
 3. **CUDA tests**: ``pytest -m cuda`` on the test files that carry the marker (six variants
-   trained on CUDA with bf16 and ``torch.compile`` as ``auto`` resolves, CUDA fp32 logits
+   trained on CUDA with bf16 and CUDA graphs as ``auto`` resolves, CUDA fp32 logits
    against CPU logits, resume, ``cuda:0``), with ``FASTMIX_TEST_BETONS`` pointing at
    ``--data``.
 4. **Six models trained and evaluated**: ``fastmix train --variant all`` at default settings,

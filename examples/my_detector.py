@@ -1,7 +1,8 @@
 """Bring your own detector: cosine similarity to the class means of the training features,
 ``eval.scores = [..., "cosine"]``.
 
-    fastmix eval runs/base-s0 --plugin examples/my_detector.py --set ...   (or in a recipe)
+    fastmix run --plugin examples/my_detector.py --set 'eval.scores=["msp", "cosine"]'
+    (or ``eval.scores`` in a recipe)
 
 With ``u = f / ||f||`` and ``m_c`` the normalised mean of class ``c``'s normalised training
 features::

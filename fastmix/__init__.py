@@ -8,7 +8,8 @@ The pipeline, one subpackage per stage; each stage hands the next one files:
     fastmix.augment     the Numba kernels: PixMix, its Pillow-exact ops, salt-and-pepper
     fastmix.data        FFCV loaders that run those kernels; the training streams
     fastmix.train       models, Outlier Exposure loss, the trainer (every run of a job in one
-                        process), run directories and checkpoints          (fastmix train)
+                        job: a worker process per core, the CUDA step as a graph), run
+                        directories and checkpoints                        (fastmix train)
     fastmix.evaluate    accuracy, MNIST-C, OOD detection (logit scores and post-hoc
                         detectors), calibration -> results.json          (fastmix eval)
     fastmix.report      report.md and plots from evaluated runs           (fastmix report)

@@ -117,7 +117,8 @@ def load_plugins(modules: Sequence[str] = (), entry_points: bool = True) -> list
     """Import the plugin ``modules`` (``--plugin``: a module name, or the path of a ``.py``
     file) and, with ``entry_points``, every module of
     the entry-point group ``fastmix.plugins``; each import registers what the module defines.
-    A module is imported once per process. Returns the plugin modules loaded so far."""
+    A module is imported once per process. Returns the plugin modules loaded so far (a
+    ``.py`` file by its absolute path, so a run's config.toml loads it from any folder)."""
     names = list(modules)
     if entry_points:
         names += [ep.value.split(":")[0] for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
@@ -128,7 +129,7 @@ def load_plugins(modules: Sequence[str] = (), entry_points: bool = True) -> list
         if key not in _KEYS:
             _import(module)
             _KEYS.add(key)
-            _LOADED.append(module)
+            _LOADED.append(key)
     return list(_LOADED)
 
 

@@ -177,6 +177,11 @@ def run_eval(args: argparse.Namespace) -> int:
         else:
             if not args.runs:
                 raise ConfigError("fastmix eval: give run directories, or --model")
+            if getattr(args, "overrides", None) or getattr(args, "config", None):
+                raise ConfigError(
+                    "fastmix eval: --config / --set go with --model; a run directory is "
+                    "evaluated with the config it was trained with (its config.toml)"
+                )
             results = _evaluate(_check_runs(args.runs), args)
     except (DataError, ConfigError, TrainingError) as e:
         print(f"fastmix eval: error: {e}", file=sys.stderr)

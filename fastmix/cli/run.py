@@ -3,9 +3,9 @@
 This is what ``make run`` runs. Every stage skips finished work: convert rebuilds only missing
 or stale betons; training skips run directories whose ``done.json`` says they finished this
 config, resumes unfinished ones (from their last checkpoint, e.g. after SIGTERM) and trains
-the rest, all in one process from one pass over the data; evaluation skips runs that already
-have results.json (training removes it whenever it changes the weights), so a second ``make
-run`` takes seconds. SIGTERM / SIGINT during training exits 143 / 130 after checkpointing.
+the rest, all in one job (a worker process per core, one pass over the data per worker);
+evaluation skips runs that already have results.json (training removes it whenever it
+changes the weights), so a second ``make run`` takes seconds. SIGTERM / SIGINT during training exits 143 / 130 after checkpointing.
 """
 
 from __future__ import annotations

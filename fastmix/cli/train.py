@@ -1,6 +1,6 @@
 """``fastmix train``: one variant, all six, or several seeds, into run directories
-``<out>/<variant>-s<seed>``, in one process from one pass over the data
-(``fastmix.train.trainer``).
+``<out>/<variant>-s<seed>``, in one job (a worker process per core, one pass over the data per
+worker; ``fastmix.train.trainer``).
 
 Exit status: 0 when every run finished; 2 for a bad config, data or folder (nothing is
 written); 143 / 130 after SIGTERM / SIGINT, once every unfinished run has written its

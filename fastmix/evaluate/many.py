@@ -24,8 +24,12 @@ from fastmix.errors import DataError
 _CACHE: dict = {}  # a worker process's sets cache, shared by the runs it evaluates
 
 
-def _pin(cores) -> None:
-    """Worker initializer: take one core from the queue ``cores`` and run on it alone."""
+def _pin(cores, plugins: list[str]) -> None:
+    """Worker initializer: load the parent's plugins (a run may need one its config.toml does
+    not record), take one core from the queue ``cores`` and run on it alone."""
+    from fastmix.registry import load_plugins
+
+    load_plugins(plugins)
     core = cores.get()
     try:
         os.sched_setaffinity(0, {core})
@@ -59,6 +63,7 @@ def evaluate_runs(
 
     from fastmix.evaluate.evaluate import evaluate_run
     from fastmix.evaluate.inference import resolve_inference
+    from fastmix.registry import loaded_plugins
     from fastmix.runtime import usable_cores
 
     dirs = [Path(d) for d in run_dirs]
@@ -79,7 +84,8 @@ def evaluate_runs(
         queue.put(c)
     bar = tqdm(total=len(dirs), desc=f"eval {len(dirs)} runs", unit="run", disable=not progress)
     results: dict[Path, dict[str, Any]] = {}
-    with bar, ProcessPoolExecutor(n, mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
+    init = dict(initializer=_pin, initargs=(queue, loaded_plugins()))
+    with bar, ProcessPoolExecutor(n, mp_context=ctx, **init) as pool:
         futures = {pool.submit(_one, d, kwargs): d for d in dirs}
         try:
             for f, d in futures.items():

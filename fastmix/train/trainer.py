@@ -1,4 +1,4 @@
-"""Train any number of runs in one process, from one pass over the data per stream.
+"""Train any number of runs in one job, from one pass over the data per stream and worker.
 
     fastmix train --variant all    ->  train_runs([six runs])
     fastmix train --variant sp_oe  ->  train(cfg, run_dir)
