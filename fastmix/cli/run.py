@@ -5,7 +5,8 @@ or stale betons; training skips run directories whose ``done.json`` says they fi
 config, resumes unfinished ones (from their last checkpoint, e.g. after SIGTERM) and trains
 the rest, all in one job (a worker process per core, one pass over the data per worker);
 evaluation skips runs that already have results.json (training removes it whenever it
-changes the weights), so a second ``make run`` takes seconds. SIGTERM / SIGINT during training exits 143 / 130 after checkpointing.
+changes the weights), so a second ``make run`` takes seconds. SIGTERM / SIGINT during
+training exits 143 / 130 after checkpointing.
 """
 
 from __future__ import annotations
