@@ -39,10 +39,13 @@ class RegistryError(ConfigError):
 class Registry(Mapping[str, T], Generic[T]):
     """Name -> item, in registration order; a read-only mapping plus :meth:`register`."""
 
+    instances: list[Registry] = []  # every registry made, in order (tests restore their state)
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}
+        Registry.instances.append(self)
 
     def register(self, name: str, item: T, origin: str = "") -> T:
         """Add ``item`` as ``name``; RegistryError if the name is taken."""

@@ -29,6 +29,33 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def plugins_stay_in_their_test_module():
+    """What a test module's plugins register (models, kinds, losses, detectors, variants) and
+    the plugin list every later config records are undone when the module ends, as if each
+    module ran in its own process: later modules see the built-ins only, and their worker
+    processes are not asked to import a test's temporary plugin."""
+    from fastmix import registry
+
+    regs = [(r, dict(r._items), dict(r._origin)) for r in registry.Registry.instances]
+    loaded, keys, modules = list(registry._LOADED), set(registry._KEYS), set(sys.modules)
+    yield
+    added = set(registry._LOADED) - set(loaded)
+    for r, items, origin in regs:
+        r._items.clear()
+        r._items.update(items)
+        r._origin.clear()
+        r._origin.update(origin)
+    registry._LOADED[:] = loaded
+    registry._KEYS.clear()
+    registry._KEYS.update(keys)
+    for name in set(sys.modules) - modules:  # a plugin imported again re-registers
+        if name.startswith("fastmix_plugin_") or any(
+            name == p or name.startswith(p + ".") for p in added
+        ):
+            del sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():

@@ -142,16 +142,17 @@ def test_a_failing_worker_names_its_runs_and_the_others_stop_cleanly(data_dir, t
 
 
 def _when_training(run_dirs, action) -> threading.Thread:
-    """A thread that calls ``action()`` once every run of ``run_dirs`` has logged 2 steps."""
+    """A thread that calls ``action()`` once every run of ``run_dirs`` has logged 2 steps, and
+    never otherwise (a SIGTERM sent after a failed job would stop the whole test session)."""
 
     def wait() -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             logs = [d / "steps.csv" for d in run_dirs]
             if all(p.is_file() and len(p.read_text().splitlines()) > 2 for p in logs):
-                break
+                action()
+                return
             time.sleep(0.02)
-        action()
 
     thread = threading.Thread(target=wait)
     thread.start()
