@@ -25,7 +25,7 @@ alone (Kubernetes signals the container's main process), each inside the write p
 interrupted run must not exit 0, nothing partial may read as valid, and a re-run gives every
 beton the clean build's sha256.
 
-``FASTMIX_CONVERT_KILLS`` (default 10) sets the
+``FASTMIX_CONVERT_KILLS`` (default 5; more in a soak run) sets the
 number of kills, ``FASTMIX_KILL_SEED`` the seed of the random choices (printed, so a failure can
 be replayed as far as timing allows).
 """
@@ -52,7 +52,7 @@ from tests.conftest import convert_argv, kill_group, popen_logged
 
 SETS = ("mnist_val", "gaussian_noise", "fractals", "mnist_c/stripe")
 FRACTALS = 32
-KILLS = int(os.environ.get("FASTMIX_CONVERT_KILLS", "10"))
+KILLS = int(os.environ.get("FASTMIX_CONVERT_KILLS", "5"))
 VOLATILE = ("built_at", "seconds")
 
 pytestmark = pytest.mark.slow

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from fastmix.errors import ConfigError, DataError, TrainingError
 
 REPORT_EVERY_S = 0.25  # how often a worker sends its step count to the parent
-STOP_GRACE_S = 120.0  # a worker still running this long after SIGTERM is killed
+STOP_GRACE_S = 45.0  # a worker still running this long after SIGTERM is killed
 SILENCE_S = 900.0  # no report from any worker this long: the live ones are stuck; stop them
 STEP_COST = {False: 1.0, True: 2.0}  # a run's step, without / with Outlier Exposure
 VIEW_COST = {"none": 0.0, "salt_pepper": 0.3, "pixmix": 1.5}  # a share's loader, per view
@@ -275,9 +275,10 @@ def _check_alive(procs, results, preempted, errors, drained: bool) -> None:
 
 
 def _raise_worker_error(errors: dict, names: list[list[str]], preempted: dict) -> None:
-    """Re-raise the first worker's error (one of ``USER_ERRORS`` as itself), naming its runs
-    and where the others stopped."""
-    i, err = min(errors.items())
+    """Re-raise the error recorded first (one of ``USER_ERRORS`` as itself), naming its
+    worker's runs and where the others stopped: a worker stopped because of it (SIGTERM while
+    it was outside its training loop) is recorded later."""
+    i, err = next(iter(errors.items()))
     where = f"training worker {i} (runs {', '.join(names[i])})"
     others = "".join(f"\n{m}" for _, (_, m) in sorted(preempted.items()))
     if isinstance(err, USER_ERRORS):
