@@ -185,7 +185,7 @@ def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
 @needs_two_cores
 def test_a_killed_worker_is_named_with_its_runs(data_dir, tmp_path):
     """SIGKILL to one worker process: the job raises TrainingError naming that worker's run
-    and how it died; the other worker's run stops with a checkpoint."""
+    and how it died; the other worker's run stops with a checkpoint (or had finished)."""
     import multiprocessing
 
     runs = [tmp_path / v for v in ("base", "sp_oe")]
@@ -199,7 +199,8 @@ def test_a_killed_worker_is_named_with_its_runs(data_dir, tmp_path):
     with pytest.raises(TrainingError, match=r"worker 1 \(runs sp_oe\): .*died \(signal SIGKILL\)"):
         train_runs(reqs, progress=False)
     killer.join()
-    assert 0 < load_checkpoint(runs[0] / "checkpoints" / "last.pt")["step"] < WORKER_STEPS
+    # the other worker's run checkpointed at a step boundary, or had already finished
+    assert 0 < load_checkpoint(runs[0] / "checkpoints" / "last.pt")["step"] <= WORKER_STEPS
 
 
 def test_split_runs_keeps_views_together_and_balances():
