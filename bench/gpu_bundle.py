@@ -74,7 +74,7 @@ cd "$WORK"
 {
   echo "## machine"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
-  ldd --version 2>&1 | head -1
+  ldd --version 2>&1 | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
   nproc
   "$PY" - <<'EOF'
 import platform, sys

@@ -169,7 +169,9 @@ def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
     boundary, the message names every run and its step, exit code 143 (resuming is the
     one-process path's, tested above)."""
     runs = [tmp_path / v for v in ("base", "sp_oe")]
-    reqs = [RunRequest(_cfg(d.name, data_dir, *WORKER_SETTINGS), d) for d in runs]
+    steps = 3000  # far more than either run trains before the signal, at step 100 of the slower
+    settings = ("train.workers=2", f"train.max_steps={steps}", "train.ckpt_every=0")
+    reqs = [RunRequest(_cfg(d.name, data_dir, *settings), d) for d in runs]
     killer = _when_training(runs, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(Preempted) as stopped:
         train_runs(reqs, progress=False)
@@ -177,8 +179,8 @@ def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
     assert stopped.value.exit_code == 143
     for d in runs:
         step = load_checkpoint(d / "checkpoints" / "last.pt")["step"]
-        assert 0 < step < WORKER_STEPS
-        assert f"  {d.name}: step {step}/{WORKER_STEPS}" in str(stopped.value)
+        assert 0 < step < steps
+        assert f"  {d.name}: step {step}/{steps}" in str(stopped.value)
         assert f"stopped by SIGTERM at step {step}" in (d / "train.log").read_text()
 
 
