@@ -169,7 +169,7 @@ def test_sigterm_stops_every_worker_with_checkpoints(data_dir, tmp_path):
     boundary, the message names every run and its step, exit code 143 (resuming is the
     one-process path's, tested above)."""
     runs = [tmp_path / v for v in ("base", "sp_oe")]
-    steps = 3000  # far more than either run trains before the signal, at step 100 of the slower
+    steps = 800  # far more than either run trains before the signal, at step 100 of the slower
     settings = ("train.workers=2", f"train.max_steps={steps}", "train.ckpt_every=0")
     reqs = [RunRequest(_cfg(d.name, data_dir, *settings), d) for d in runs]
     killer = _when_training(runs, lambda: os.kill(os.getpid(), signal.SIGTERM))
