@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from fastmix.converters.beton import sha256_file
 
 FFCV_SPEC = "ffcv==1.0.2"
 PURE_DEPS = ("assertpy==1.1", "terminaltables==3.1.10")
@@ -164,14 +165,6 @@ def copy_tree(src: Path, dst: Path, ignore=None) -> None:
         p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build(out: Path, python: str, raw: Path | None) -> dict:
     """Build the bundle into a temporary folder beside ``out``, then swap it in whole."""
     out = out.resolve()
@@ -202,7 +195,7 @@ def build(out: Path, python: str, raw: Path | None) -> dict:
             "native_libs": libs,
             "raw": raw is not None,
             "files": {
-                str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+                str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                 for p in files
             },
         }
